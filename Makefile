@@ -1,0 +1,48 @@
+# Transformers from Scratch. The two commands a learner needs:
+#   make lab     set up on first use, then open JupyterLab on notebooks/
+#   make test    set up on first use, then run the whole test suite
+PY      := .venv/bin/python
+PORT    ?= 8888
+JOBS    ?= 2
+SUBMISSIONS ?= submissions
+OUT     ?= grading-out
+
+.PHONY: lab test setup setup-dev notebooks check-notebooks execute grade bench clean help
+
+help:
+	@echo "make lab | test | notebooks | execute | grade SUBMISSIONS=dir [OUT=dir] | bench | clean"
+
+setup:
+	@scripts/setup.sh
+
+setup-dev:
+	@scripts/setup.sh dev
+
+lab: setup
+	$(PY) -m jupyter lab --notebook-dir=notebooks --port=$(PORT) $(LAB_ARGS)
+
+test: setup-dev
+	$(PY) -m pytest -n $(JOBS) $(PYTEST_ARGS)
+
+notebooks: setup
+	$(PY) -m course_lib build
+
+check-notebooks: setup
+	$(PY) -m course_lib build --check
+
+# Re-run solutions/ to refresh the outputs that nbval guards, then rebuild notebooks/.
+execute: setup
+	$(PY) -m course_lib execute $(or $(NB),solutions)
+	$(PY) -m course_lib build
+
+grade: setup
+	$(PY) -m course_lib grade "$(SUBMISSIONS)" --out "$(OUT)" $(GRADE_ARGS)
+
+bench: setup-dev
+	$(PY) bench/attention.py
+	$(PY) bench/generation.py
+	$(PY) bench/train_char_gpt.py
+	$(PY) bench/grading.py
+
+clean:
+	rm -rf .venv .pytest_cache $(OUT)
