@@ -228,27 +228,32 @@ def combine_masks(*masks: Tensor | None) -> Tensor | None:
 
 
 def _apply_mask(scores: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-    """Apply a bool or additive mask to ``scores``.
+    """Add a bool or additive mask to ``scores`` (in place) before the softmax.
 
     Returns the masked scores and ``has_key`` (``(..., T_q, 1)`` bool, broadcastable):
     False for a query whose every key is blocked.
 
-    Blocked entries become ``finfo.min`` (the most negative finite float), not
-    ``-inf``: after subtracting the row maximum, ``exp`` of it is exactly 0, so
-    normal rows are unchanged, while a fully blocked row becomes a harmless
-    uniform distribution instead of ``-inf - (-inf) = nan``. The caller then
-    zeroes such rows. Cheap: one pass over the scores plus reductions over the
-    (usually small) mask.
+    A bool mask is first turned into an additive one (0 where allowed, a huge
+    negative number where blocked); that costs one pass over the (usually
+    small, e.g. (T, T) or (B, 1, 1, T)) mask, and adding it is cheaper in the
+    backward pass than ``masked_fill`` on the big (..., T_q, T_k) scores.
+
+    Blocked entries get ``finfo.min`` (the most negative finite float), not
+    ``-inf``: after the softmax subtracts the row maximum, ``exp`` of it is
+    exactly 0, so normal rows are unchanged, while a fully blocked row becomes
+    a harmless uniform distribution instead of ``-inf - (-inf) = nan``. The
+    caller then zeroes those rows.
     """
     lowest = torch.finfo(scores.dtype).min
     if mask.dtype == torch.bool:
-        scores = scores.masked_fill(~mask, lowest)  # (..., T_q, T_k)
         has_key = mask.any(dim=-1, keepdim=True)  # (..., T_q or 1, 1)
+        additive = torch.zeros(mask.shape, dtype=scores.dtype, device=scores.device)
+        additive.masked_fill_(~mask, lowest)  # 0 = keep, finfo.min = blocked
     else:
-        mask = mask.to(scores.dtype)
-        scores = scores + mask.clamp(min=lowest)  # -inf -> finfo.min
         has_key = (mask != float("-inf")).any(dim=-1, keepdim=True)
-    return scores, has_key
+        additive = mask.to(scores.dtype).clamp(min=lowest)  # -inf -> finfo.min
+    # In place is safe: the scores are a fresh matmul result that autograd does not need.
+    return scores.add_(additive), has_key  # (..., T_q, T_k)
 
 
 def scaled_dot_product_attention(
