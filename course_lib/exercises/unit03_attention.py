@@ -1,0 +1,376 @@
+"""Exercises of unit 03: attention.
+
+Three exercises build one attention head from the inside out:
+
+* ``03.attention_scores``             ``q @ k^T / sqrt(d_k)``
+* ``03.scaled_dot_product_attention`` ``softmax(q k^T / sqrt(d_k)) @ v``
+* ``03.SelfAttentionHead``            an ``nn.Module`` with W_Q, W_K, W_V, W_O that returns delta E
+
+Each lists the mistakes learners really make as runnable buggy variants, so the check can name them
+("your output matches attention with the softmax taken over the query axis instead of the key axis").
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .. import attention as A
+from .. import softmax as S
+from .core import (Call, Case, Exercise, Forbidden, KnownMistake, ModuleInputs, Property, call_watched, compare,
+                   materialize)
+from .registry import register
+
+NOTEBOOK = "03_attention"
+
+ATTENTION_BUILTINS = Forbidden(
+    "a built-in attention (F.scaled_dot_product_attention, nn.MultiheadAttention)",
+    ("torch.nn.functional.scaled_dot_product_attention", "torch.nn.MultiheadAttention",
+     "torch.nn.functional.multi_head_attention_forward"),
+    "this exercise asks you to build attention from matrix products and a softmax",
+)
+
+
+def _randn(gen, *shape, scale=1.0):
+    return torch.randn(*shape, generator=gen) * scale
+
+
+# ---------------------------------------------------------------------------------------------------
+# 03.attention_scores
+# ---------------------------------------------------------------------------------------------------
+
+
+def scores_unscaled(q, k):
+    return q @ k.transpose(-2, -1)
+
+
+def scores_scaled_by_dk(q, k):
+    return q @ k.transpose(-2, -1) / q.shape[-1]
+
+
+def scores_keys_not_transposed(q, k):
+    return q @ k / math.sqrt(q.shape[-1])
+
+
+def scores_scaled_by_sqrt_tk(q, k):
+    return q @ k.transpose(-2, -1) / math.sqrt(k.shape[-2])
+
+
+def scores_queries_keys_swapped(q, k):
+    return k @ q.transpose(-2, -1) / math.sqrt(q.shape[-1])
+
+
+def _qk_cases(gen, hidden):
+    """Query/key pairs; ``T_k == d_k`` in the "square keys" group so that ``q @ k`` runs too."""
+    cases = [Case((_randn(gen, 3, 4), _randn(gen, 5, 4)), {}, "basic", "one sequence: 3 queries, 5 keys, d_k=4")]
+    shapes = [((2, 4, 8), (2, 6, 8))] + ([((3, 7, 16), (3, 5, 16)), ((1, 10, 32), (1, 12, 32))] if hidden else [])
+    for sq, sk in shapes:
+        cases.append(Case((_randn(gen, *sq), _randn(gen, *sk)), {}, "batched",
+                          f"a batch: q {sq}, k {sk}"))
+    cases.append(Case((_randn(gen, 2, 2, 3, 6), _randn(gen, 2, 2, 4, 6)), {}, "batched",
+                      "(batch, head) dims: q (2, 2, 3, 6), k (2, 2, 4, 6)"))
+    square = [(3, 5)] + ([(6, 8), (2, 4)] if hidden else [])
+    for tq, d in square:
+        cases.append(Case((_randn(gen, 2, tq, d), _randn(gen, 2, d, d)), {}, "square keys",
+                          f"T_k equals d_k = {d}"))
+    return cases
+
+
+ATTENTION_SCORES = Exercise(
+    id="03.attention_scores", notebook=NOTEBOOK, function="attention_scores", points=3,
+    title="Attention scores q k^T / sqrt(d_k)", minutes=10,
+    reference=A.attention_scores, make_cases=_qk_cases, atol=1e-5, rtol=1e-4,
+    forbidden=[ATTENTION_BUILTINS],
+    mistakes=[
+        KnownMistake("no scaling",
+                     "Your scores are q @ k^T without the 1/sqrt(d_k). Their variance grows like d_k, which "
+                     "pushes the softmax into saturation; divide by math.sqrt(d_k) with d_k = q.shape[-1].",
+                     scores_unscaled),
+        KnownMistake("scaled by d_k instead of sqrt(d_k)",
+                     "You divide by d_k. The dot product of two d_k-dimensional vectors with unit-variance "
+                     "entries has variance d_k, i.e. standard deviation sqrt(d_k): divide by math.sqrt(d_k).",
+                     scores_scaled_by_dk),
+        KnownMistake("keys not transposed",
+                     "You multiply q @ k. Each score is the dot product of a query row with a key row, so the "
+                     "keys must be transposed: q @ k.transpose(-2, -1) (k.T only works for 2-D tensors).",
+                     scores_keys_not_transposed),
+        KnownMistake("scaled by sqrt(T_k) instead of sqrt(d_k)",
+                     "You divide by the square root of the number of keys, k.shape[-2]. The scale comes from "
+                     "the length of the vectors being dotted: d_k = q.shape[-1].",
+                     scores_scaled_by_sqrt_tk),
+        KnownMistake("queries and keys swapped",
+                     "Your scores are k @ q^T, shape (T_k, T_q): the transpose of what is asked. Row i must hold "
+                     "query i's score against every key: q @ k.transpose(-2, -1).",
+                     scores_queries_keys_swapped),
+    ],
+)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 03.scaled_dot_product_attention
+# ---------------------------------------------------------------------------------------------------
+
+
+def sdpa_unscaled(q, k, v):
+    return S.softmax(q @ k.transpose(-2, -1), dim=-1) @ v
+
+
+def sdpa_scaled_by_dk(q, k, v):
+    return S.softmax(q @ k.transpose(-2, -1) / q.shape[-1], dim=-1) @ v
+
+
+def sdpa_softmax_over_queries(q, k, v):
+    return S.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-2) @ v
+
+
+def sdpa_weights_not_applied(q, k, v):
+    return S.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)
+
+
+def sdpa_no_softmax(q, k, v):
+    return (q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])) @ v
+
+
+def sdpa_keys_not_transposed(q, k, v):
+    return S.softmax(q @ k / math.sqrt(q.shape[-1]), dim=-1) @ v
+
+
+def _qkv_cases(gen, hidden):
+    cases = [Case((_randn(gen, 3, 4), _randn(gen, 5, 4), _randn(gen, 5, 2)), {}, "basic",
+                  "one sequence: 3 queries, 5 keys/values, d_k=4, d_v=2")]
+    shapes = [(2, 4, 6, 8, 3)] + ([(3, 7, 5, 16, 4), (2, 12, 12, 32, 32)] if hidden else [])
+    for B, tq, tk, dk, dv in shapes:
+        cases.append(Case((_randn(gen, B, tq, dk), _randn(gen, B, tk, dk), _randn(gen, B, tk, dv)), {}, "batched",
+                          f"a batch: q ({B}, {tq}, {dk}), k ({B}, {tk}, {dk}), v ({B}, {tk}, {dv})"))
+    cases.append(Case((_randn(gen, 2, 2, 3, 6), _randn(gen, 2, 2, 4, 6), _randn(gen, 2, 2, 4, 5)), {}, "batched",
+                      "(batch, head) dims: q (2, 2, 3, 6)"))
+    square = [(4, 5)] + ([(3, 8)] if hidden else [])
+    for tq, d in square:
+        cases.append(Case((_randn(gen, 1, tq, d), _randn(gen, 1, d, d), _randn(gen, 1, d, 3)), {}, "square keys",
+                          f"T_k equals d_k = {d}"))
+    scale = 6.0
+    cases.append(Case((_randn(gen, 2, 4, 8, scale=scale), _randn(gen, 2, 6, 8, scale=scale), _randn(gen, 2, 6, 3)),
+                      {}, "large scores", "large queries and keys (a peaked softmax)"))
+    return cases
+
+
+def _within_value_range(case, out, derived) -> bool:
+    """Each output is a weighted AVERAGE of the values: it lies between their min and max."""
+    v = case.args[2]
+    lo = v.amin(dim=-2, keepdim=True) - 1e-4  # (..., 1, d_v)
+    hi = v.amax(dim=-2, keepdim=True) + 1e-4
+    return bool(((out >= lo) & (out <= hi)).all())
+
+
+def _permute_keys(case):
+    q, k, v = case.args
+    return [Case((q, k.flip(-2), v.flip(-2)), {}, case.group, "keys and values in reverse order")]
+
+
+def _key_order_irrelevant(case, out, derived) -> bool:
+    return bool(torch.allclose(derived[0], out, atol=1e-5, rtol=1e-4))
+
+
+SDPA = Exercise(
+    id="03.scaled_dot_product_attention", notebook=NOTEBOOK, function="scaled_dot_product_attention", points=4,
+    title="Scaled dot-product attention", minutes=15,
+    reference=A.scaled_dot_product_attention, make_cases=_qkv_cases, atol=1e-5, rtol=1e-4,
+    forbidden=[ATTENTION_BUILTINS],
+    properties=[
+        Property("outputs are averages of the values",
+                 "every output should be a weighted average of the value vectors (weights >= 0 that sum to 1 "
+                 "over the keys), so each coordinate lies between the smallest and largest value",
+                 _within_value_range),
+        Property("order of the keys does not matter",
+                 "reordering the keys together with their values should not change the output: attention "
+                 "treats the keys as a set",
+                 _key_order_irrelevant, _permute_keys),
+    ],
+    mistakes=[
+        KnownMistake("no scaling",
+                     "You take softmax(q @ k^T) without dividing by sqrt(d_k). For large d_k the scores get "
+                     "large and the softmax saturates (almost one-hot). Divide the scores by math.sqrt(d_k).",
+                     sdpa_unscaled),
+        KnownMistake("scaled by d_k instead of sqrt(d_k)",
+                     "You divide the scores by d_k. The scores' standard deviation is sqrt(d_k), so that is "
+                     "what brings them back to unit variance: divide by math.sqrt(d_k).",
+                     sdpa_scaled_by_dk),
+        KnownMistake("softmax over the query axis",
+                     "Your softmax normalises over the queries (dim=-2). Each query needs a probability "
+                     "distribution over the KEYS, so take the softmax over the last axis (dim=-1).",
+                     sdpa_softmax_over_queries),
+        KnownMistake("weights not applied to the values",
+                     "You return the attention weights (..., T_q, T_k). The output is their weighted sum of the "
+                     "values: weights @ v, shape (..., T_q, d_v).",
+                     sdpa_weights_not_applied),
+        KnownMistake("softmax missing",
+                     "You multiply the raw scores with v. Turn each row of scores into weights that are >= 0 "
+                     "and sum to 1 with a softmax over the keys first.",
+                     sdpa_no_softmax),
+        KnownMistake("keys not transposed",
+                     "You multiply q @ k. Each score is the dot product of a query row with a key row, so "
+                     "transpose the keys: q @ k.transpose(-2, -1).",
+                     sdpa_keys_not_transposed),
+    ],
+)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 03.SelfAttentionHead (a module)
+# ---------------------------------------------------------------------------------------------------
+
+
+class HeadNoScaling(A.SelfAttentionHead):
+    def forward(self, x):
+        q, k, v = self.W_Q(x), self.W_K(x), self.W_V(x)
+        return self.W_O(S.softmax(q @ k.transpose(-2, -1), dim=-1) @ v)
+
+
+class HeadSoftmaxOverQueries(A.SelfAttentionHead):
+    def forward(self, x):
+        q, k, v = self.W_Q(x), self.W_K(x), self.W_V(x)
+        return self.W_O(S.softmax(q @ k.transpose(-2, -1) / math.sqrt(self.d_head), dim=-2) @ v)
+
+
+class HeadWithoutOutput(A.SelfAttentionHead):
+    def forward(self, x):
+        return A.scaled_dot_product_attention(self.W_Q(x), self.W_K(x), self.W_V(x))
+
+
+class HeadReturnsUpdatedStream(A.SelfAttentionHead):
+    def forward(self, x):
+        return x + A.SelfAttentionHead.forward(self, x)
+
+
+class HeadQueriesKeysSwapped(A.SelfAttentionHead):
+    def forward(self, x):
+        return self.W_O(A.scaled_dot_product_attention(self.W_K(x), self.W_Q(x), self.W_V(x)))
+
+
+class HeadValuesFromKeys(A.SelfAttentionHead):
+    def forward(self, x):
+        k = self.W_K(x)
+        return self.W_O(A.scaled_dot_product_attention(self.W_Q(x), k, k))
+
+
+class _HeadInputs(ModuleInputs):
+    """ModuleInputs that compare by value (dataclass equality on dicts of tensors is ambiguous)."""
+
+    def __eq__(self, other):
+        if not isinstance(other, ModuleInputs):
+            return NotImplemented
+        return (self.init == other.init and list(self.state) == list(other.state)
+                and compare(list(self.state.values()), list(other.state.values())) is None
+                and compare(list(self.args), list(other.args)) is None)
+
+    __hash__ = None
+
+
+def _head_state(gen, d_model: int, d_head: int) -> dict:
+    """A state_dict for ``SelfAttentionHead(d_model, d_head)`` drawn from ``gen`` only."""
+    ref = A.SelfAttentionHead(d_model, d_head)
+    state = {}
+    for name, p in ref.state_dict().items():
+        fan_in = p.shape[1]
+        state[name] = _randn(gen, *p.shape, scale=1.0 / math.sqrt(fan_in))  # (out, in), like nn.Linear
+    return state
+
+
+def _head_cases(gen, hidden):
+    sizes = [(1, 4, 8, 4), (2, 6, 12, 3)] + ([(3, 9, 16, 8), (2, 16, 32, 4), (1, 5, 6, 6)] if hidden else [])
+    cases = []
+    for B, T, d_model, d_head in sizes:
+        state = _head_state(gen, d_model, d_head)
+        x = _randn(gen, B, T, d_model)
+        cases.append(Case((_HeadInputs(dict(d_model=d_model, d_head=d_head), state, (x,)),), {},
+                          "basic" if B * T <= 12 else "larger",
+                          f"x ({B}, {T}, {d_model}), d_head={d_head}"))
+    if not hidden:
+        cases[-1] = Case(cases[-1].args, {}, "larger", cases[-1].note)
+    return cases
+
+
+def _reverse_tokens(case):
+    spec = case.args[0]
+    (x,) = spec.args
+    return [Case((_HeadInputs(spec.init, spec.state, (x.flip(-2),)),), {}, case.group, "tokens in reverse order")]
+
+
+def _permutation_equivariant(case, out, derived) -> bool:
+    return bool(torch.allclose(derived[0], out.flip(-2), atol=1e-5, rtol=1e-4))
+
+
+class _ModuleExercise(Exercise):
+    """A module exercise whose stub reports "not attempted" even when its parameters don't load.
+
+    ``Exercise.invoke`` loads the state_dict before calling ``forward``; a class without the expected
+    parameters then fails with a state_dict error although its ``forward`` is still the stub. Here a
+    failed load is retried as a plain forward call: a stub still raises NotImplementedError (not
+    attempted); anything else gets a message naming the parameters the class must define.
+    """
+
+    def invoke(self, obj, call: Call, forbidden=()):
+        spec = materialize(call.args)[0]
+        if not isinstance(spec, ModuleInputs):
+            raise TypeError("module exercises take a ModuleInputs as their only argument")
+
+        def run():
+            module = obj(**spec.init)
+            try:
+                module.load_state_dict(spec.state, strict=True)
+            except RuntimeError:
+                module.eval()
+                with torch.no_grad():
+                    module(*spec.args)  # a stub raises NotImplementedError here
+                want = ", ".join(f"{n} {tuple(t.shape)}" for n, t in spec.state.items())
+                have = ", ".join(f"{n} {tuple(t.shape)}" for n, t in module.state_dict().items()) or "none"
+                raise ValueError(f"{obj.__name__} must define exactly these parameters: {want}; "
+                                 f"yours are: {have}") from None
+            module.eval()
+            with torch.no_grad():
+                return module(*spec.args)
+
+        return call_watched(run, (), {}, forbidden)
+
+
+SELF_ATTENTION_HEAD = _ModuleExercise(
+    id="03.SelfAttentionHead", notebook=NOTEBOOK, function="SelfAttentionHead", points=5,
+    title="A single self-attention head (nn.Module)", minutes=20, kind="module",
+    reference=A.SelfAttentionHead, make_cases=_head_cases, atol=1e-5, rtol=1e-4,
+    forbidden=[ATTENTION_BUILTINS],
+    properties=[
+        Property("reordering the tokens reorders the output",
+                 "self-attention without positions is permutation-equivariant: reversing the tokens of x "
+                 "should reverse the rows of the output and change nothing else",
+                 _permutation_equivariant, _reverse_tokens),
+    ],
+    mistakes=[
+        KnownMistake("no scaling",
+                     "Your head computes softmax(q @ k^T) without the 1/sqrt(d_head). Divide the scores by "
+                     "math.sqrt(d_head) before the softmax.",
+                     HeadNoScaling),
+        KnownMistake("softmax over the query axis",
+                     "Your softmax normalises over the queries (dim=-2). Each query's weights over the keys must "
+                     "sum to one: softmax over dim=-1.",
+                     HeadSoftmaxOverQueries),
+        KnownMistake("output projection W_O missing",
+                     "You return the weighted sum of values z (B, T, d_head). The head's update to the residual "
+                     "stream is W_O applied to it: self.W_O(z), shape (B, T, d_model).",
+                     HeadWithoutOutput),
+        KnownMistake("returns E + delta E instead of delta E",
+                     "You add the input x to the result. The head returns only the update delta E; the residual "
+                     "connection (x + delta E) is added by the transformer block (unit 07).",
+                     HeadReturnsUpdatedStream),
+        KnownMistake("queries and keys swapped",
+                     "You use W_K for the queries and W_Q for the keys, which transposes the attention pattern. "
+                     "q = self.W_Q(x), k = self.W_K(x).",
+                     HeadQueriesKeysSwapped),
+        KnownMistake("keys used as values",
+                     "You take the weighted sum of the keys. The values come from their own map: v = self.W_V(x).",
+                     HeadValuesFromKeys),
+    ],
+)
+
+register(ATTENTION_SCORES, SDPA, SELF_ATTENTION_HEAD)
