@@ -115,7 +115,7 @@ def read_notebook(path: Path) -> nbformat.NotebookNode:
     if not isinstance(raw, dict) or raw.get("nbformat") != 4:
         raise BuildError(f"{path}: not an nbformat 4 notebook")
     try:
-        nb = nbformat.from_dict(raw)
+        nb = nbformat.reads(text, as_version=4)  # also joins multi-line sources into strings
         nbformat.validate(nb)
     except Exception as e:  # nbformat raises several kinds of validation errors
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
