@@ -1,0 +1,445 @@
+"""Exercises of unit 07: the transformer block.
+
+Four exercises, each with the mistakes learners really make as runnable buggy variants:
+
+* ``07.layer_norm``        LayerNorm as a function (eps inside the sqrt, biased variance, last axis);
+* ``07.mlp``               the position-wise MLP with explicit weights (up 4x, exact GELU, down);
+* ``07.transformer_block`` the pre-norm block with explicit weights (attention + MLP, two residuals);
+* ``07.count_by_category`` the GPT-3 parameter count by category of weight matrix.
+
+Weights passed explicitly use the maths convention ``y = x @ W + b`` with ``W`` of shape (in, out)
+(``nn.Linear`` stores the transpose, (out, in)).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .. import blocks as BL
+from .. import params as P
+from ..attention import causal_mask, merge_heads, scaled_dot_product_attention, split_heads
+from .core import Case, Exercise, Forbidden, KnownMistake, Property
+from .registry import register
+
+NOTEBOOK = "07_transformer_block"
+
+
+def _randn(gen, *shape, scale=1.0):
+    return torch.randn(*shape, generator=gen) * scale
+
+
+# ---------------------------------------------------------------------------------------------------
+# 07.layer_norm
+# ---------------------------------------------------------------------------------------------------
+
+LAYER_NORM_BUILTINS = Forbidden(
+    "a built-in LayerNorm (F.layer_norm, torch.layer_norm, nn.LayerNorm)",
+    ("torch.nn.functional.layer_norm", "torch.layer_norm", "torch.nn.LayerNorm", "torch.native_layer_norm",
+     "torch.nn.functional.group_norm", "torch.nn.functional.rms_norm"),
+    "this exercise asks you to build LayerNorm from mean, variance and sqrt",
+)
+
+
+def ln_eps_outside(x, weight, bias, eps=1e-5):
+    mu = x.mean(dim=-1, keepdim=True)
+    var = x.var(dim=-1, keepdim=True, unbiased=False)
+    return (x - mu) / (torch.sqrt(var) + eps) * weight + bias
+
+
+def ln_unbiased(x, weight, bias, eps=1e-5):
+    mu = x.mean(dim=-1, keepdim=True)
+    var = x.var(dim=-1, keepdim=True, unbiased=True)
+    return (x - mu) / torch.sqrt(var + eps) * weight + bias
+
+
+def ln_wrong_axis(x, weight, bias, eps=1e-5):
+    mu = x.mean(dim=0, keepdim=True)
+    var = x.var(dim=0, keepdim=True, unbiased=False)
+    return (x - mu) / torch.sqrt(var + eps) * weight + bias
+
+
+def ln_no_affine(x, weight, bias, eps=1e-5):
+    mu = x.mean(dim=-1, keepdim=True)
+    var = x.var(dim=-1, keepdim=True, unbiased=False)
+    return (x - mu) / torch.sqrt(var + eps)
+
+
+def _ln_case(gen, shape, note, group, eps=None, offset=0.0, scale=1.0):
+    D = shape[-1]
+    x = _randn(gen, *shape, scale=scale) + offset
+    weight = 1.0 + _randn(gen, D, scale=0.5)
+    bias = _randn(gen, D, scale=0.5)
+    kwargs = {} if eps is None else {"eps": eps}
+    return Case((x, weight, bias), kwargs, group, note)
+
+
+def _ln_cases(gen, hidden):
+    cases = [_ln_case(gen, (4, 8), "4 positions of 8 features", "basic")]
+    if hidden:
+        cases.append(_ln_case(gen, (2, 5, 16), "a (2, 5, 16) batch", "basic", offset=3.0, scale=2.0))
+        cases.append(_ln_case(gen, (3, 4, 2, 6), "a 4-D input", "basic"))
+    cases.append(_ln_case(gen, (2, 3, 6), "eps=0.1 makes its place visible", "eps", eps=0.1))
+    # nearly constant rows: the variance (~1e-6) is of the size of eps
+    cases.append(_ln_case(gen, (3, 5), "nearly constant rows (variance ~ eps)", "eps", offset=2.0, scale=1e-3))
+    if hidden:
+        cases.append(_ln_case(gen, (6, 4), "eps=0.5", "eps", eps=0.5, scale=0.7))
+        cases.append(_ln_case(gen, (2, 8, 32), "large values", "eps", offset=100.0, scale=50.0))
+    return cases
+
+
+def _ln_unit(case: Case):
+    x, weight, bias = case.args
+    return [Case((x, torch.ones_like(weight), torch.zeros_like(bias)), dict(case.kwargs), case.group)]
+
+
+def _ln_mean_zero(case, out, derived) -> bool:
+    (plain,) = derived
+    return bool(plain.mean(dim=-1).abs().max() < 1e-4)
+
+
+LAYER_NORM = Exercise(
+    id="07.layer_norm", notebook=NOTEBOOK, function="layer_norm", points=3,
+    title="Layer normalisation", minutes=10,
+    reference=BL.layer_norm, make_cases=_ln_cases, atol=1e-5, rtol=1e-4,
+    forbidden=[LAYER_NORM_BUILTINS],
+    properties=[Property("each position has mean 0",
+                         "with weight=1 and bias=0 every feature vector (the last axis) should have mean 0 "
+                         "after normalising",
+                         _ln_mean_zero, _ln_unit)],
+    mistakes=[
+        KnownMistake("eps outside the square root",
+                     "You divide by sqrt(var) + eps. The eps belongs inside: (x - mean) / sqrt(var + eps), "
+                     "as in PyTorch and the LayerNorm paper; the difference shows when eps is large or the "
+                     "vector is nearly constant.", ln_eps_outside),
+        KnownMistake("unbiased variance",
+                     "You use the unbiased variance (divided by D - 1; torch.var's default). LayerNorm uses "
+                     "the biased one: mean((x - mean)^2), i.e. x.var(dim=-1, unbiased=False).", ln_unbiased),
+        KnownMistake("normalised over the wrong axis",
+                     "You take the mean and variance over the first axis (across positions). LayerNorm "
+                     "normalises each position's feature vector: use dim=-1 with keepdim=True.",
+                     ln_wrong_axis),
+        KnownMistake("scale and shift forgotten",
+                     "Your output is normalised but never multiplied by `weight` (gamma) and shifted by "
+                     "`bias` (beta): y = x_hat * weight + bias.", ln_no_affine),
+    ],
+)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 07.mlp
+# ---------------------------------------------------------------------------------------------------
+
+
+def mlp(x: Tensor, W_up: Tensor, b_up: Tensor, W_down: Tensor, b_down: Tensor) -> Tensor:
+    """The transformer's position-wise MLP with explicit weights::
+
+        h = GELU(x @ W_up + b_up)      (..., d_mlp)   up-projection (usually d_mlp = 4 d_model)
+        y = h @ W_down + b_down        (..., d_model) down-projection
+
+    x (..., D), W_up (D, d_mlp), b_up (d_mlp,), W_down (d_mlp, D), b_down (D,) -> (..., D).
+    GELU is the exact one, ``x * Phi(x)`` (``course_lib.blocks.gelu``, ``F.gelu``'s default).
+    """
+    D = x.shape[-1]
+    if W_up.dim() != 2 or W_up.shape[0] != D:
+        raise ValueError(f"W_up must have shape ({D}, d_mlp) to match x {tuple(x.shape)}, got {tuple(W_up.shape)}")
+    if W_down.shape != (W_up.shape[1], D):
+        raise ValueError(f"W_down must have shape ({W_up.shape[1]}, {D}), got {tuple(W_down.shape)}")
+    h = BL.gelu(x @ W_up + b_up)  # (..., d_mlp)
+    return h @ W_down + b_down  # (..., D)
+
+
+def mlp_relu(x, W_up, b_up, W_down, b_down):
+    return torch.relu(x @ W_up + b_up) @ W_down + b_down
+
+
+def mlp_gelu_tanh(x, W_up, b_up, W_down, b_down):
+    return BL.gelu_new(x @ W_up + b_up) @ W_down + b_down
+
+
+def mlp_no_activation(x, W_up, b_up, W_down, b_down):
+    return (x @ W_up + b_up) @ W_down + b_down
+
+
+def mlp_activation_after_down(x, W_up, b_up, W_down, b_down):
+    return BL.gelu(BL.gelu(x @ W_up + b_up) @ W_down + b_down)
+
+
+def mlp_biases_forgotten(x, W_up, b_up, W_down, b_down):
+    return BL.gelu(x @ W_up) @ W_down
+
+
+def _mlp_case(gen, lead, D, d_mlp, group, note):
+    x = _randn(gen, *lead, D)
+    W_up = _randn(gen, D, d_mlp, scale=D ** -0.5)
+    b_up = _randn(gen, d_mlp, scale=0.5)
+    W_down = _randn(gen, d_mlp, D, scale=d_mlp ** -0.5)
+    b_down = _randn(gen, D, scale=0.5)
+    return Case((x, W_up, b_up, W_down, b_down), {}, group, note)
+
+
+def _mlp_cases(gen, hidden):
+    cases = [_mlp_case(gen, (2, 3), 4, 16, "basic", "(2, 3, 4) with d_mlp = 4 * 4")]
+    if hidden:
+        cases.append(_mlp_case(gen, (3, 7), 8, 32, "basic", "(3, 7, 8), d_mlp 32"))
+        cases.append(_mlp_case(gen, (2, 5), 16, 64, "basic", "(2, 5, 16), d_mlp 64"))
+    cases.append(_mlp_case(gen, (5,), 6, 10, "shapes", "2-D input (5, 6), d_mlp 10 (not 4x)"))
+    if hidden:
+        cases.append(_mlp_case(gen, (2, 2, 3), 4, 12, "shapes", "4-D input, d_mlp 12"))
+    return cases
+
+
+def _permute_positions(case: Case):
+    x = case.args[0]
+    perm = torch.arange(x.shape[-2] - 1, -1, -1)  # reverse the position axis
+    return [Case((x[..., perm, :],) + tuple(case.args[1:]), dict(case.kwargs), case.group)]
+
+
+def _position_wise(case, out, derived) -> bool:
+    (rev,) = derived
+    perm = torch.arange(out.shape[-2] - 1, -1, -1)
+    return bool(torch.allclose(rev, out[..., perm, :], atol=1e-5))
+
+
+MLP = Exercise(
+    id="07.mlp", notebook=NOTEBOOK, function="mlp", points=2,
+    title="The MLP: up-projection, GELU, down-projection", minutes=8,
+    reference=mlp, make_cases=_mlp_cases, atol=1e-5, rtol=1e-4,
+    properties=[Property("position-wise",
+                         "reversing the order of the positions should reverse the output rows: the MLP treats "
+                         "every position on its own", _position_wise, _permute_positions)],
+    mistakes=[
+        KnownMistake("ReLU instead of GELU",
+                     "You use ReLU. Transformers (GPT, BERT) use GELU, x * Phi(x), which is smooth and lets "
+                     "small negative values through: F.gelu(h) or 0.5 * h * (1 + erf(h / sqrt(2))).", mlp_relu),
+        KnownMistake("tanh approximation of GELU",
+                     "You use the tanh approximation of GELU (GPT-2's 'gelu_new'). This exercise asks for the "
+                     "exact GELU, x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2)), F.gelu's default.", mlp_gelu_tanh),
+        KnownMistake("no activation",
+                     "There is no non-linearity between the two projections, so the MLP collapses to one "
+                     "linear map (W_up @ W_down). Apply GELU to the hidden layer.", mlp_no_activation),
+        KnownMistake("activation after the down-projection",
+                     "You apply GELU to the output as well. Only the hidden layer (after W_up) goes through "
+                     "GELU; the down-projection is linear so the MLP can write any value into the stream.",
+                     mlp_activation_after_down),
+        KnownMistake("biases forgotten",
+                     "You ignore b_up and b_down: h = GELU(x @ W_up + b_up), y = h @ W_down + b_down.",
+                     mlp_biases_forgotten),
+    ],
+)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 07.transformer_block (a function with explicit weights)
+# ---------------------------------------------------------------------------------------------------
+
+
+def self_attention(x: Tensor, W_Q: Tensor, W_K: Tensor, W_V: Tensor, W_O: Tensor, n_heads: int,
+                   mask: Tensor | None = None) -> Tensor:
+    """Multi-head self-attention with explicit weights (unit 05; no biases), a helper for the block.
+
+    x (B, T, D), each W (D, D) in the ``x @ W`` convention, mask as for
+    ``course_lib.attention.scaled_dot_product_attention`` -> (B, T, D)::
+
+        Q, K, V = x W_Q, x W_K, x W_V               (B, T, D), split into heads (B, H, T, Dh)
+        out     = concat_h softmax(Q_h K_h^T / sqrt(Dh) + mask) V_h  @ W_O
+    """
+    q = split_heads(x @ W_Q, n_heads)  # (B, H, T, Dh)
+    k = split_heads(x @ W_K, n_heads)  # (B, H, T, Dh)
+    v = split_heads(x @ W_V, n_heads)  # (B, H, T, Dh)
+    z = scaled_dot_product_attention(q, k, v, mask=mask)  # (B, H, T, Dh)
+    return merge_heads(z) @ W_O  # (B, T, D)
+
+
+def transformer_block(x: Tensor, ln1: tuple, attn_weights: tuple, ln2: tuple, mlp_weights: tuple,
+                      n_heads: int, mask: Tensor | None = None) -> Tensor:
+    """One pre-norm transformer block with explicit weights::
+
+        x = x + SelfAttention(LN1(x), mask)       attention: positions talk to each other
+        x = x + MLP(LN2(x))                       MLP: each position thinks on its own
+
+    x (B, T, D); ``ln1``, ``ln2`` = (weight, bias) each (D,); ``attn_weights`` = (W_Q, W_K, W_V, W_O)
+    each (D, D); ``mlp_weights`` = (W_up (D, d_mlp), b_up, W_down (d_mlp, D), b_down);
+    mask bool (T, T) or None -> (B, T, D).
+    """
+    x = x + self_attention(BL.layer_norm(x, *ln1), *attn_weights, n_heads, mask=mask)  # (B, T, D)
+    x = x + mlp(BL.layer_norm(x, *ln2), *mlp_weights)  # (B, T, D)
+    return x
+
+
+def block_post_norm(x, ln1, attn_weights, ln2, mlp_weights, n_heads, mask=None):
+    x = BL.layer_norm(x + self_attention(x, *attn_weights, n_heads, mask=mask), *ln1)
+    return BL.layer_norm(x + mlp(x, *mlp_weights), *ln2)
+
+
+def block_no_residual(x, ln1, attn_weights, ln2, mlp_weights, n_heads, mask=None):
+    x = self_attention(BL.layer_norm(x, *ln1), *attn_weights, n_heads, mask=mask)
+    return mlp(BL.layer_norm(x, *ln2), *mlp_weights)
+
+
+def block_attention_residual_only(x, ln1, attn_weights, ln2, mlp_weights, n_heads, mask=None):
+    x = x + self_attention(BL.layer_norm(x, *ln1), *attn_weights, n_heads, mask=mask)
+    return mlp(BL.layer_norm(x, *ln2), *mlp_weights)
+
+
+def block_parallel(x, ln1, attn_weights, ln2, mlp_weights, n_heads, mask=None):
+    a = self_attention(BL.layer_norm(x, *ln1), *attn_weights, n_heads, mask=mask)
+    return x + a + mlp(BL.layer_norm(x, *ln2), *mlp_weights)
+
+
+def block_mask_ignored(x, ln1, attn_weights, ln2, mlp_weights, n_heads, mask=None):
+    return transformer_block(x, ln1, attn_weights, ln2, mlp_weights, n_heads, mask=None)
+
+
+def block_same_norm_twice(x, ln1, attn_weights, ln2, mlp_weights, n_heads, mask=None):
+    return transformer_block(x, ln1, attn_weights, ln1, mlp_weights, n_heads, mask=mask)
+
+
+def block_stream_normalised(x, ln1, attn_weights, ln2, mlp_weights, n_heads, mask=None):
+    # normalises the stream itself (x = LN(x), then x = x + f(x)): the residual carries normalised values
+    x = BL.layer_norm(x, *ln1)
+    x = x + self_attention(x, *attn_weights, n_heads, mask=mask)
+    x = BL.layer_norm(x, *ln2)
+    return x + mlp(x, *mlp_weights)
+
+
+def _block_case(gen, B, T, D, n_heads, d_mlp, causal, group, note):
+    def ln():
+        return (1.0 + _randn(gen, D, scale=0.3), _randn(gen, D, scale=0.2))
+
+    ln1 = ln()
+    attn_weights = tuple(_randn(gen, D, D, scale=D ** -0.5) for _ in range(4))
+    ln2 = ln()
+    mlp_weights = (_randn(gen, D, d_mlp, scale=D ** -0.5), _randn(gen, d_mlp, scale=0.2),
+                   _randn(gen, d_mlp, D, scale=d_mlp ** -0.5), _randn(gen, D, scale=0.2))
+    x = _randn(gen, B, T, D)
+    kwargs = {"mask": causal_mask(T)} if causal else {}
+    return Case((x, ln1, attn_weights, ln2, mlp_weights, n_heads), kwargs, group, note)
+
+
+def _block_cases(gen, hidden):
+    cases = [_block_case(gen, 2, 4, 8, 2, 32, False, "no mask", "B=2, T=4, d_model=8, 2 heads")]
+    if hidden:
+        cases.append(_block_case(gen, 3, 6, 16, 4, 64, False, "no mask", "B=3, T=6, d_model=16, 4 heads"))
+        cases.append(_block_case(gen, 1, 5, 12, 3, 20, False, "no mask", "d_mlp=20"))
+    cases.append(_block_case(gen, 2, 5, 8, 2, 32, True, "causal mask", "with mask=causal_mask(5)"))
+    if hidden:
+        cases.append(_block_case(gen, 2, 7, 16, 2, 48, True, "causal mask", "causal, d_mlp=48"))
+    return cases
+
+
+TRANSFORMER_BLOCK = Exercise(
+    id="07.transformer_block", notebook=NOTEBOOK, function="transformer_block", points=3,
+    title="The pre-norm transformer block", minutes=12,
+    reference=transformer_block, make_cases=_block_cases, atol=1e-4, rtol=1e-4,
+    forbidden=[Forbidden("a ready-made block (nn.TransformerEncoderLayer, course_lib's EncoderBlock)",
+                         ("torch.nn.TransformerEncoderLayer", "course_lib.blocks.EncoderBlock"),
+                         "write the two residual lines yourself")],
+    mistakes=[
+        KnownMistake("post-norm instead of pre-norm",
+                     "You normalise after adding (x = LN1(x + attn(x))), the original paper's post-norm. "
+                     "A pre-norm block normalises each sub-layer's INPUT and leaves the stream alone: "
+                     "x = x + attn(LN1(x)); x = x + mlp(LN2(x)).", block_post_norm),
+        KnownMistake("missing residual connections",
+                     "Your block replaces x by the sub-layer outputs. Each sub-layer ADDS to the residual "
+                     "stream: x = x + attn(LN1(x)), then x = x + mlp(LN2(x)).", block_no_residual),
+        KnownMistake("missing residual around the MLP",
+                     "The attention output is added to x, but the MLP's output replaces x. Add it too: "
+                     "x = x + mlp(LN2(x)).", block_attention_residual_only),
+        KnownMistake("MLP reads the block's input",
+                     "Your MLP reads the block's input instead of the stream after attention (a 'parallel' "
+                     "block). First update x with the attention, then x = x + mlp(LN2(x)) with the new x.",
+                     block_parallel),
+        KnownMistake("mask ignored",
+                     "You do not pass `mask` to the attention, so a position can see the future under a "
+                     "causal mask: self_attention(LN1(x), ..., n_heads, mask=mask).", block_mask_ignored),
+        KnownMistake("same LayerNorm twice",
+                     "You use ln1 before the MLP as well. Each sub-layer has its own LayerNorm with its own "
+                     "gain and bias: ln1 before attention, ln2 before the MLP.", block_same_norm_twice),
+        KnownMistake("the stream itself normalised",
+                     "You overwrite x with LN(x) and then add the sub-layer to the normalised x. Keep the "
+                     "un-normalised x on the residual path: x = x + attn(LN1(x)).",
+                     block_stream_normalised),
+    ],
+)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 07.count_by_category
+# ---------------------------------------------------------------------------------------------------
+
+
+def count_one_head(n_layers, d_model, n_heads, d_head, d_mlp, vocab_size):
+    return P.count_by_category(n_layers, d_model, 1, d_head, d_mlp, vocab_size)
+
+
+def count_d_model_squared(n_layers, d_model, n_heads, d_head, d_mlp, vocab_size):
+    return P.count_by_category(n_layers, d_model, 1, d_model, d_mlp, vocab_size)
+
+
+def count_mlp_4x(n_layers, d_model, n_heads, d_head, d_mlp, vocab_size):
+    return P.count_by_category(n_layers, d_model, n_heads, d_head, 4 * d_model, vocab_size)
+
+
+def count_layers_forgotten(n_layers, d_model, n_heads, d_head, d_mlp, vocab_size):
+    return P.count_by_category(1, d_model, n_heads, d_head, d_mlp, vocab_size)
+
+
+def count_unembedding_tied(n_layers, d_model, n_heads, d_head, d_mlp, vocab_size):
+    c = P.count_by_category(n_layers, d_model, n_heads, d_head, d_mlp, vocab_size)
+    c["total"] -= c["unembedding"]
+    c["unembedding"] = 0
+    return c
+
+
+def _count_cases(gen, hidden):
+    cases = [Case((96, 12288, 96, 128, 4 * 12288, 50257), {}, "GPT-3", "GPT-3 175B")]
+    if hidden:
+        for row in P.GPT3_TABLE[:-1]:
+            cases.append(Case((row.n_layers, row.d_model, row.n_heads, row.d_head, 4 * row.d_model,
+                               P.GPT3_VOCAB_SIZE), {}, "GPT-3", row.name))
+    cases.append(Case((2, 12, 2, 4, 20, 50), {}, "general",
+                      "a tiny model with d_model != n_heads * d_head and d_mlp != 4 * d_model"))
+    if hidden:
+        for _ in range(3):
+            L, H, Dh = (int(torch.randint(1, 9, (1,), generator=gen)) for _ in range(3))
+            D = H * Dh + int(torch.randint(1, 5, (1,), generator=gen))
+            d_mlp = int(torch.randint(1, 5 * D, (1,), generator=gen))
+            if d_mlp == 4 * D:
+                d_mlp += 1
+            V = int(torch.randint(10, 1000, (1,), generator=gen))
+            cases.append(Case((L, D, H, Dh, d_mlp, V), {}, "general", f"L={L}, D={D}, H={H}, d_head={Dh}"))
+    return cases
+
+
+def _total_is_sum(case, out, derived) -> bool:
+    return out["total"] == sum(out[k] for k in P.CATEGORIES)
+
+
+COUNT_BY_CATEGORY = Exercise(
+    id="07.count_by_category", notebook=NOTEBOOK, function="count_by_category", points=2,
+    title="Counting GPT-3's parameters by category", minutes=10,
+    reference=P.count_by_category, make_cases=_count_cases, atol=0.0, rtol=0.0,
+    properties=[Property("total is the sum of the eight categories",
+                         "out['total'] should equal the sum of the eight category counts", _total_is_sum)],
+    mistakes=[
+        KnownMistake("one head only",
+                     "Your W_Q, W_K, W_V, W_O counts are those of a single head. Each layer has n_heads heads "
+                     "of d_head columns: d_model * n_heads * d_head weights per matrix per layer.",
+                     count_one_head),
+        KnownMistake("d_model squared for attention",
+                     "You count d_model * d_model per attention matrix, which is only right when "
+                     "d_model == n_heads * d_head. Use d_model * n_heads * d_head.", count_d_model_squared),
+        KnownMistake("MLP width assumed to be 4 * d_model",
+                     "You use 4 * d_model for the MLP width. Use the d_mlp argument (GPT-3 happens to have "
+                     "d_mlp = 4 * d_model, other models do not).", count_mlp_4x),
+        KnownMistake("layers forgotten",
+                     "Your attention and MLP counts are those of one layer. Multiply them by n_layers "
+                     "(the embedding and unembedding exist once).", count_layers_forgotten),
+        KnownMistake("unembedding not counted",
+                     "You count the unembedding as 0 (as if tied to the embedding). In this lesson's table "
+                     "it is its own category: d_model * vocab_size.", count_unembedding_tied),
+    ],
+)
+
+register(LAYER_NORM, MLP, TRANSFORMER_BLOCK, COUNT_BY_CATEGORY)
