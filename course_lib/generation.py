@@ -24,6 +24,7 @@ times less for everything else.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import torch
@@ -126,3 +127,112 @@ def sample_next_token(
     if probs.dim() == 1:
         return torch.multinomial(probs, 1, generator=generator)[0]  # ()
     return torch.multinomial(probs, 1, generator=generator)[:, 0]  # (B,)
+
+
+def _check_input_ids(input_ids: torch.Tensor, name: str = "input_ids") -> None:
+    if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2 or input_ids.shape[1] == 0:
+        got = tuple(input_ids.shape) if isinstance(input_ids, torch.Tensor) else type(input_ids).__name__
+        raise ValueError(f"{name} must be a LongTensor of shape (B, T) with T >= 1, got {got}")
+    if input_ids.dtype.is_floating_point or input_ids.dtype == torch.bool:
+        raise ValueError(f"{name} must hold integer token ids, got dtype {input_ids.dtype}")
+
+
+@contextmanager
+def _eval_mode(model: torch.nn.Module):
+    """Eval mode (no dropout) and no gradients inside the block; the model's mode is restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
+
+
+def generate(
+    model: "GPT",
+    input_ids: torch.Tensor,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+    use_cache: bool = True,
+) -> torch.Tensor:
+    """Extend ``input_ids`` (B, T) by ``max_new_tokens`` sampled tokens -> (B, T + max_new_tokens).
+
+    Each step samples with :func:`sample_next_token` from the logits at the last position.
+    Runs in eval mode under ``torch.no_grad()`` (the model's mode is restored afterwards).
+
+    Without the cache (``use_cache=False``) every step runs the model on the last
+    ``block_size`` tokens (the context is cropped: positions beyond ``block_size`` have no
+    position embedding).
+
+    With the cache, the first step runs the whole prompt and fills one KV cache per block; each
+    later step feeds only the newest token, at position ``len(cache)``. This is exact as long as
+    the whole sequence fits in ``block_size``. Once it no longer fits the window has to slide:
+    every token moves to a new position, so the cached keys and values (computed from the old
+    positions) are stale. From then on we fall back to the uncached computation on the cropped
+    window, which keeps the output token-for-token equal to ``use_cache=False``.
+    """
+    _check_input_ids(input_ids)
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+    block_size = model.config.block_size
+    ids = input_ids
+    caches = None
+    with _eval_mode(model):
+        for _ in range(max_new_tokens):
+            if use_cache and ids.shape[1] <= block_size:
+                if caches is None:  # first step: run the whole prompt, filling the caches
+                    caches = model.new_kv_caches()
+                    logits = model(ids, kv_caches=caches)  # (B, T, V)
+                else:  # later steps: only the newest token; the cache holds the rest
+                    logits = model(ids[:, -1:], kv_caches=caches)  # (B, 1, V)
+            else:  # no cache, or the sequence outgrew block_size: crop and recompute
+                caches = None
+                logits = model(ids[:, -block_size:])  # (B, <=block_size, V)
+            next_token = sample_next_token(
+                logits[:, -1, :], temperature, top_k=top_k, top_p=top_p, generator=generator
+            )  # (B,)
+            ids = torch.cat([ids, next_token[:, None]], dim=1)  # (B, T + 1)
+    return ids
+
+
+def greedy_decode(
+    model: "EncoderDecoder",
+    src_ids: torch.Tensor,
+    max_len: int,
+    bos_id: int | None = None,
+    eos_id: int | None = None,
+    src_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Translate greedily: encode once, then pick the argmax target token one step at a time.
+
+    Returns LongTensor (B, L) with ``L <= max_len``: column 0 is ``bos_id``, then the chosen
+    tokens. A row that has produced ``eos_id`` is finished: its later columns are ``pad_id``
+    (from the model's config). Decoding stops as soon as every row is finished, or when the
+    output reaches ``max_len`` tokens (``bos`` included). ``bos_id``/``eos_id`` default to
+    the model config's. The decoder re-reads the whole target prefix each step (no KV cache:
+    targets are short here).
+    """
+    _check_input_ids(src_ids, "src_ids")
+    config = model.config
+    bos_id = config.bos_id if bos_id is None else bos_id
+    eos_id = config.eos_id if eos_id is None else eos_id
+    if isinstance(max_len, bool) or not isinstance(max_len, int) or not 1 <= max_len <= config.max_len:
+        raise ValueError(f"max_len must be an int in [1, {config.max_len}] (the model's max_len), got {max_len!r}")
+    if src_mask is None:
+        src_mask = src_ids != config.pad_id  # (B, S)
+    B = src_ids.shape[0]
+    out = torch.full((B, 1), bos_id, dtype=torch.long, device=src_ids.device)  # (B, 1)
+    finished = torch.zeros(B, dtype=torch.bool, device=src_ids.device)  # (B,)
+    with _eval_mode(model):
+        memory = model.encode(src_ids, src_mask)  # (B, S, D)
+        while out.shape[1] < max_len and not bool(finished.all()):
+            logits = model.decode(out, memory, src_mask)  # (B, t, V)
+            next_token = logits[:, -1, :].argmax(dim=-1)  # (B,)
+            next_token = torch.where(finished, config.pad_id, next_token)
+            out = torch.cat([out, next_token[:, None]], dim=1)  # (B, t + 1)
+            finished |= next_token == eos_id
+    return out

@@ -195,3 +195,125 @@ def test_sample_frequencies_match_probabilities(temperature, top_k, top_p):
 def test_sample_next_token_bad_temperature():
     with pytest.raises(ValueError, match="temperature must be >= 0"):
         sample_next_token(torch.randn(3), temperature=-1.0)
+
+
+# --------------------------------------------------------------------------- generate (GPT)
+
+from course_lib.generation import generate, greedy_decode  # noqa: E402
+from course_lib.models import GPT, EncoderDecoder, GPTConfig, Seq2SeqConfig  # noqa: E402
+
+
+def _spiky_gpt(block_size=16, seed=1) -> GPT:
+    """A small random GPT with larger weights (and large position embeddings), so greedy
+    continuations are not one token repeated (as they are with the tiny GPT-2 init)."""
+    torch.manual_seed(seed)
+    model = GPT(GPTConfig(vocab_size=40, block_size=block_size, n_layers=2, n_heads=2, d_model=32))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.2)
+        model.pos_emb.weight.normal_(0.0, 1.0)
+    return model.eval()
+
+
+def _record_input_lengths(model: GPT) -> list[int]:
+    """Hook the token embedding to record how many tokens each forward call processes."""
+    lengths: list[int] = []
+    model.tok_emb.register_forward_hook(lambda mod, inp, out: lengths.append(inp[0].shape[1]))
+    return lengths
+
+
+def test_cached_logits_equal_full_forward():
+    model = _spiky_gpt()
+    ids = torch.randint(0, 40, (3, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        full = model(ids)  # (3, 12, V)
+        caches = model.new_kv_caches()
+        first = model(ids[:, :5], kv_caches=caches)  # prompt of 5
+        steps = [model(ids[:, t : t + 1], kv_caches=caches) for t in range(5, 12)]
+    stepwise = torch.cat([first, *steps], dim=1)
+    torch.testing.assert_close(stepwise, full, atol=1e-5, rtol=1e-5)
+    assert len(caches[0]) == 12
+
+
+@pytest.mark.parametrize("sampling", [dict(temperature=0), dict(temperature=1.0, top_k=10, top_p=0.9)])
+def test_kv_cache_generation_equals_no_cache_past_block_size(sampling):
+    block_size, prompt_len, new = 16, 5, 30  # runs 19 tokens past block_size
+    model = _spiky_gpt(block_size)
+    prompt = torch.randint(0, 40, (2, prompt_len), generator=torch.Generator().manual_seed(1))
+    lengths = _record_input_lengths(model)
+    outs = []
+    for use_cache in (True, False):
+        g = torch.Generator().manual_seed(42)
+        outs.append(generate(model, prompt, new, generator=g, use_cache=use_cache, **sampling))
+    cached, uncached = outs
+    assert cached.shape == (2, prompt_len + new)
+    assert torch.equal(cached[:, :prompt_len], prompt)
+    assert torch.equal(cached, uncached)
+    if sampling["temperature"] == 0:
+        assert len(set(cached[0, prompt_len:].tolist())) > 3, "continuation too repetitive to test anything"
+    # the cached run: one prompt pass, then single tokens while the sequence fits, then the
+    # cropped window; the uncached run always processes the (cropped) whole sequence
+    fits = block_size - prompt_len  # steps 2..(fits+1) feed one token
+    expected_cached = [prompt_len] + [1] * fits + [block_size] * (new - 1 - fits)
+    expected_uncached = [min(prompt_len + i, block_size) for i in range(new)]
+    assert lengths == expected_cached + expected_uncached
+
+
+def test_generate_restores_training_mode_and_validates():
+    model = _spiky_gpt()
+    model.train()
+    generate(model, torch.zeros(1, 3, dtype=torch.long), 2)
+    assert model.training
+    assert torch.equal(generate(model, torch.ones(1, 3, dtype=torch.long), 0), torch.ones(1, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        generate(model, torch.zeros(1, 3, dtype=torch.long), -1)
+    with pytest.raises(ValueError, match=r"shape \(B, T\)"):
+        generate(model, torch.zeros(3, dtype=torch.long), 2)
+
+
+def test_generate_crops_a_prompt_longer_than_block_size():
+    model = _spiky_gpt(block_size=8)
+    prompt = torch.randint(0, 40, (1, 20), generator=torch.Generator().manual_seed(2))
+    out = generate(model, prompt, 3, temperature=0)
+    with torch.no_grad():
+        first = model(prompt[:, -8:])[:, -1].argmax(-1)
+    assert out.shape == (1, 23) and out[0, 20] == first[0]
+
+
+# --------------------------------------------------------------------------- greedy_decode
+
+
+class _ScriptedSeq2Seq(EncoderDecoder):
+    """An EncoderDecoder whose decoder emits a fixed script per row (to test the stopping rule)."""
+
+    def __init__(self, script: list[list[int]]):
+        super().__init__(Seq2SeqConfig(src_vocab_size=10, tgt_vocab_size=10, max_len=12, n_layers=1, n_heads=2, d_model=8))
+        self.script = torch.tensor(script)
+
+    def decode(self, tgt_ids, memory, src_mask=None):
+        B, t = tgt_ids.shape
+        logits = torch.zeros(B, t, 10)
+        logits[torch.arange(B), -1, self.script[:, t - 1]] = 1.0  # next token = script[row, t-1]
+        return logits
+
+
+def test_greedy_decode_stops_when_every_row_has_eos():
+    # row 0 emits EOS (2) after two tokens, row 1 after four; row 0 is padded (0) afterwards
+    model = _ScriptedSeq2Seq([[5, 6, 2, 7, 7, 7, 7], [4, 4, 4, 2, 9, 9, 9]])
+    src = torch.tensor([[3, 4, 0], [5, 6, 7]])
+    out = greedy_decode(model, src, max_len=10)
+    assert out.tolist() == [[1, 5, 6, 2, 0], [1, 4, 4, 4, 2]]
+
+
+def test_greedy_decode_respects_max_len_and_matches_stepwise_argmax():
+    torch.manual_seed(0)
+    model = EncoderDecoder(Seq2SeqConfig(src_vocab_size=11, tgt_vocab_size=13, max_len=9, n_layers=2, n_heads=2, d_model=16))
+    model.eval()
+    src = torch.randint(3, 11, (3, 6), generator=torch.Generator().manual_seed(0))
+    out = greedy_decode(model, src, max_len=7, bos_id=1, eos_id=99)  # 99 never appears: runs to max_len
+    assert out.shape == (3, 7) and (out[:, 0] == 1).all()
+    with torch.no_grad():  # independent check: every chosen token is the argmax given its prefix
+        logits = model(src, out[:, :-1])  # (3, 6, V)
+    assert torch.equal(out[:, 1:], logits.argmax(-1))
+    with pytest.raises(ValueError, match="max_len"):
+        greedy_decode(model, src, max_len=10)
