@@ -3,6 +3,7 @@
 #   make test    set up on first use, then run the whole test suite
 PY      := .venv/bin/python
 PORT    ?= 8888
+NOTEBOOK_DIR ?= notebooks
 JOBS    ?= 2
 SUBMISSIONS ?= submissions
 OUT     ?= grading-out
@@ -19,7 +20,7 @@ setup-dev:
 	@scripts/setup.sh dev
 
 lab: setup
-	$(PY) -m jupyter lab --notebook-dir=notebooks --port=$(PORT) $(LAB_ARGS)
+	$(PY) -m jupyter lab --notebook-dir="$(NOTEBOOK_DIR)" --port=$(PORT) $(LAB_ARGS)
 
 test: setup-dev
 	$(PY) -m pytest -n $(JOBS) $(PYTEST_ARGS)

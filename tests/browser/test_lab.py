@@ -1,0 +1,258 @@
+"""The learner's experience in a real browser: JupyterLab + Chromium, driven by Playwright.
+
+For units 02, 03 and 06: open the learner notebook, run all cells, and check that no cell shows an error,
+every exercise check says "not attempted", figures render as images and the widget explorer renders; move
+its slider and see the figure change. In unit 02, type one correct answer and one known mistake into the
+editor and see the check pass and name the mistake. Full-page screenshots are saved under
+``test-artifacts/browser/`` (or $COURSE_ARTIFACTS) for a person to look at.
+
+Needs Debian's chromium (/usr/bin/chromium) and the playwright package. Without them the tests skip,
+unless COURSE_REQUIRE_TOOLS=1 (CI), where they fail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from ..conftest import require_tool
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = Path(os.environ.get("COURSE_ARTIFACTS", ROOT / "test-artifacts" / "browser"))
+TOKEN = "browser-test-token"
+UNITS = ["02_softmax_sampling", "03_attention", "06_positional_encoding"]
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--disable-quic"]
+
+pytestmark = [pytest.mark.browser]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """JupyterLab started the way `make lab` starts it, on a temporary copy of notebooks/."""
+    require_tool("chromium", os.path.exists(CHROMIUM), "apt-get install chromium")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        require_tool("playwright", False, "pip install playwright")
+    work = tmp_path_factory.mktemp("lab")
+    nbdir = work / "course"
+    shutil.copytree(ROOT / "notebooks", nbdir)
+    settings = work / "settings"
+    # Show every cell in the DOM (no windowing) and no news toast, so the page is what a learner reads.
+    (settings / "@jupyterlab" / "notebook-extension").mkdir(parents=True)
+    (settings / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings").write_text(
+        json.dumps({"windowingMode": "none"}))
+    (settings / "@jupyterlab" / "apputils-extension").mkdir(parents=True)
+    (settings / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings").write_text(
+        json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+    port = _free_port()
+    args = (f"--no-browser --ServerApp.ip=127.0.0.1 --IdentityProvider.token={TOKEN} --allow-root "
+            f"--LabApp.user_settings_dir={settings} --LabApp.workspaces_dir={work / 'ws'}")
+    env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(work / "rt"))
+    log = open(work / "lab.log", "w")
+    proc = subprocess.Popen(["make", "-s", "lab", f"PORT={port}", f"NOTEBOOK_DIR={nbdir}", f"LAB_ARGS={args}"],
+                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while True:
+        try:
+            urllib.request.urlopen(f"{base}/api/status?token={TOKEN}", timeout=2)
+            break
+        except OSError:
+            if time.time() > deadline or proc.poll() is not None:
+                os.killpg(proc.pid, 15)
+                pytest.fail("JupyterLab did not start: " + (work / "lab.log").read_text()[-2000:])
+            time.sleep(0.5)
+    yield {"base": base, "dir": nbdir}
+    os.killpg(proc.pid, 15)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def browser(lab):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+def _open(browser, lab, name):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(60_000)
+    page.goto(f"{lab['base']}/lab/tree/{name}.ipynb?token={TOKEN}")
+    page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=60_000)
+    _wait_idle(page)
+    return page
+
+
+def _wait_idle(page, timeout=120):
+    """Wait until the kernel is idle and no cell is queued or running."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        busy = page.evaluate(
+            """() => {
+                const prompts = [...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-InputPrompt')];
+                const running = prompts.some(p => p.textContent.includes('*'));
+                const status = document.querySelector('.jp-Notebook-ExecutionIndicator');
+                const kbusy = status && status.getAttribute('data-status') === 'busy';
+                return running || kbusy;
+            }""")
+        if not busy:
+            time.sleep(0.5)
+            return
+        time.sleep(0.5)
+    raise AssertionError("the notebook was still running after %d s" % timeout)
+
+
+def _run_all(page):
+    page.get_by_text("Run", exact=True).first.click()
+    page.get_by_text("Run All Cells", exact=True).first.click()
+    time.sleep(1.0)
+    _wait_idle(page, timeout=180)
+
+
+def _screenshots(page, name):
+    """Full-page screenshots: the notebook panel scrolls, so capture it page by page."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    scroller = ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-WindowedPanel-outer"
+    height = page.evaluate(f"() => document.querySelector('{scroller}').scrollHeight")
+    view = page.evaluate(f"() => document.querySelector('{scroller}').clientHeight")
+    shots = []
+    for i, top in enumerate(range(0, max(height, 1), max(view - 80, 200))):
+        page.evaluate(f"() => document.querySelector('{scroller}').scrollTo(0, {top})")
+        time.sleep(0.2)
+        path = ARTIFACTS / f"{name}-{i + 1:02d}.png"
+        page.screenshot(path=str(path))
+        shots.append(path)
+        if i >= 40:
+            break
+    return shots
+
+
+def _check_statuses(page):
+    return page.evaluate(
+        "() => [...document.querySelectorAll('.course-check')].map(e => [e.dataset.exercise, e.dataset.status])")
+
+
+@pytest.mark.parametrize("name", UNITS)
+def test_learner_notebook_runs_in_jupyterlab(browser, lab, name):
+    from course_lib.exercises import for_notebook
+
+    page = _open(browser, lab, name)
+    try:
+        _run_all(page)
+        errors = page.evaluate(
+            """() => [...document.querySelectorAll('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]')]
+                   .map(e => e.textContent).filter(t => /Traceback|Error/.test(t))""")
+        assert not errors, f"{name}: cells show errors: {errors[:2]}"
+        statuses = _check_statuses(page)
+        expected = {ex.id for ex in for_notebook(name)}
+        assert {s[0] for s in statuses} == expected, statuses
+        assert all(s[1] == "not_attempted" for s in statuses), statuses
+        n_images = page.evaluate(
+            "() => [...document.querySelectorAll('.jp-OutputArea-output img')].filter(i => i.naturalWidth > 0).length")
+        assert n_images >= 2, f"{name}: only {n_images} rendered figures"
+        _slider_changes_figure(page, name)
+        shots = _screenshots(page, name)
+        print(f"screenshots of {name}: {shots[0].parent} ({len(shots)} pages)")
+    finally:
+        page.close()
+
+
+def _slider_changes_figure(page, name):
+    sliders = page.locator(".jp-OutputArea-output .widget-slider, .jp-OutputArea-output .jupyter-widgets.widget-slider")
+    assert sliders.count() >= 1, f"{name}: no ipywidgets slider rendered"
+    slider = sliders.first
+    slider.scroll_into_view_if_needed()
+    widget_area = slider.locator("xpath=ancestor::div[contains(@class,'jp-OutputArea-output')][1]")
+    img = widget_area.locator("img").first
+    before = img.get_attribute("src")
+    handle = slider.locator(".noUi-handle, .ui-slider-handle, [role=slider]").first
+    handle.click()
+    for _ in range(5):
+        page.keyboard.press("ArrowRight")
+        time.sleep(0.2)
+    deadline = time.time() + 20
+    after = before
+    while time.time() < deadline:
+        after = widget_area.locator("img").first.get_attribute("src")
+        if after != before:
+            break
+        time.sleep(0.3)
+    assert after != before, f"{name}: moving the slider did not change the figure"
+
+
+def _cell_index_of(page, marker: str) -> int:
+    return page.evaluate(
+        """(marker) => [...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell')]
+               .findIndex(c => (c.querySelector('.cm-content') || {textContent: ''}).textContent.includes(marker))""",
+        marker)
+
+
+def _type_into_exercise(page, exercise_id: str, lines: list):
+    idx = _cell_index_of(page, f"# EXERCISE: {exercise_id}")
+    assert idx >= 0, f"no exercise cell {exercise_id}"
+    cell = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell").nth(idx)
+    editor = cell.locator(".cm-content")
+    editor.scroll_into_view_if_needed()
+    editor.click()
+    page.keyboard.press("Control+a")
+    page.keyboard.press("Delete")
+    for i, line in enumerate(lines):
+        # Type as a person does: CodeMirror indents after "def ...:" by itself.
+        page.keyboard.type(line.strip(), delay=5)
+        if i < len(lines) - 1:
+            page.keyboard.press("Enter")
+    page.keyboard.press("Shift+Enter")  # run the exercise cell; focus moves to the check cell
+    _wait_idle(page)
+    page.keyboard.press("Shift+Enter")  # run the check cell
+    _wait_idle(page)
+    statuses = dict(_check_statuses(page))
+    return statuses.get(exercise_id)
+
+
+def test_typing_a_correct_answer_and_a_known_mistake(browser, lab):
+    page = _open(browser, lab, "02_softmax_sampling")
+    try:
+        _run_all(page)
+        status = _type_into_exercise(page, "02.softmax_with_temperature", [
+            "# EXERCISE: 02.softmax_with_temperature",
+            "def softmax_with_temperature(logits, temperature):",
+            "return softmax(logits / temperature, dim=-1)",
+        ])
+        assert status == "passed"
+        status = _type_into_exercise(page, "02.stable_softmax", [
+            "# EXERCISE: 02.stable_softmax",
+            "def stable_softmax(x, dim=-1):",
+            "e = torch.exp(x)",
+            "return e / e.sum(dim=dim, keepdim=True)",
+        ])
+        assert status == "partial"
+        text = page.locator('.course-check[data-exercise="02.stable_softmax"]').inner_text()
+        assert "Known mistake: no max subtraction" in text
+        _screenshots(page, "02_softmax_sampling-answers")
+    finally:
+        page.close()
