@@ -1,0 +1,384 @@
+"""Exercises of unit 08: encoder-only transformers (BERT).
+
+Three exercises follow BERT's two training stages:
+
+* ``08.mask_tokens``     corrupt a batch for the masked-language-model objective (15 %, 80/10/10),
+                         with an exactly specified random procedure so that it can be graded;
+* ``08.mlm_loss``        the cross-entropy on the masked positions only;
+* ``08.classifier_head`` fine-tuning: BERT's pooler and a linear classifier on the [CLS] vector.
+
+Weights passed explicitly use the maths convention ``y = x @ W + b`` with ``W`` of shape (in, out).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from .. import softmax as S
+from .core import Case, Exercise, Forbidden, GeneratorSeed, KnownMistake, Property
+from .registry import register
+
+NOTEBOOK = "08_encoder_bert"
+IGNORE_INDEX = -100
+
+
+def _seed(gen: torch.Generator) -> int:
+    return int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
+
+
+def _randn(gen, *shape, scale=1.0):
+    return torch.randn(*shape, generator=gen) * scale
+
+
+# ---------------------------------------------------------------------------------------------------
+# 08.mask_tokens
+# ---------------------------------------------------------------------------------------------------
+
+
+def mask_tokens(input_ids: Tensor, vocab_size: int, mask_id: int, special_ids: Sequence[int],
+                generator: torch.Generator, mask_prob: float = 0.15) -> tuple[Tensor, Tensor]:
+    """Corrupt a batch for masked-language modelling (BERT's 15 % with the 80/10/10 rule).
+
+    input_ids (B, T) long -> (masked_ids (B, T), labels (B, T)). The random procedure, exactly:
+
+    1. ``u = torch.rand(input_ids.shape, generator=generator)``; a position is *selected* when
+       ``u < mask_prob`` and its id is not one of ``special_ids`` ([CLS], [SEP], [PAD], ...);
+    2. ``r = torch.rand(input_ids.shape, generator=generator)``; a selected position becomes
+       ``mask_id`` when ``r < 0.8``, a random token when ``0.8 <= r < 0.9``, and stays as it is
+       when ``r >= 0.9``;
+    3. ``random_ids = torch.randint(vocab_size, input_ids.shape, generator=generator)`` supplies the
+       random tokens;
+    4. ``labels`` hold the ORIGINAL id at selected positions and ``-100`` everywhere else, so the
+       loss sees only the selected positions.
+
+    All three draws are always made, in this order, with the full (B, T) shape.
+    """
+    if input_ids.dim() != 2 or input_ids.dtype != torch.long:
+        raise ValueError(f"input_ids must be a LongTensor (B, T), got {input_ids.dtype} {tuple(input_ids.shape)}")
+    if not 0.0 <= mask_prob <= 1.0:
+        raise ValueError(f"mask_prob must lie in [0, 1], got {mask_prob}")
+    special = torch.isin(input_ids, torch.as_tensor(list(special_ids), dtype=torch.long))  # (B, T)
+    u = torch.rand(input_ids.shape, generator=generator)  # (B, T)
+    selected = (u < mask_prob) & ~special  # (B, T) the positions the model must predict
+    r = torch.rand(input_ids.shape, generator=generator)  # (B, T) which corruption
+    random_ids = torch.randint(vocab_size, input_ids.shape, generator=generator)  # (B, T)
+    masked = input_ids.clone()
+    masked[selected & (r < 0.8)] = mask_id  # 80 %: [MASK]
+    use_random = selected & (r >= 0.8) & (r < 0.9)  # 10 %: a random token
+    masked[use_random] = random_ids[use_random]
+    # the remaining 10 % keep their token (but are still predicted)
+    labels = torch.where(selected, input_ids, torch.full_like(input_ids, IGNORE_INDEX))  # (B, T)
+    return masked, labels
+
+
+def mask_always_mask(input_ids, vocab_size, mask_id, special_ids, generator, mask_prob=0.15):
+    _, labels = mask_tokens(input_ids, vocab_size, mask_id, special_ids, generator, mask_prob)
+    selected = labels != IGNORE_INDEX
+    masked = input_ids.clone()
+    masked[selected] = mask_id
+    return masked, labels
+
+
+def mask_labels_everywhere(input_ids, vocab_size, mask_id, special_ids, generator, mask_prob=0.15):
+    masked, _ = mask_tokens(input_ids, vocab_size, mask_id, special_ids, generator, mask_prob)
+    return masked, input_ids.clone()
+
+
+def mask_specials_too(input_ids, vocab_size, mask_id, special_ids, generator, mask_prob=0.15):
+    return mask_tokens(input_ids, vocab_size, mask_id, (), generator, mask_prob)
+
+
+def mask_rate_inverted(input_ids, vocab_size, mask_id, special_ids, generator, mask_prob=0.15):
+    special = torch.isin(input_ids, torch.as_tensor(list(special_ids), dtype=torch.long))
+    u = torch.rand(input_ids.shape, generator=generator)
+    selected = (u >= mask_prob) & ~special  # keeps 85 % instead of masking 15 %
+    r = torch.rand(input_ids.shape, generator=generator)
+    random_ids = torch.randint(vocab_size, input_ids.shape, generator=generator)
+    masked = input_ids.clone()
+    masked[selected & (r < 0.8)] = mask_id
+    use_random = selected & (r >= 0.8) & (r < 0.9)
+    masked[use_random] = random_ids[use_random]
+    labels = torch.where(selected, input_ids, torch.full_like(input_ids, IGNORE_INDEX))
+    return masked, labels
+
+
+def mask_labels_corrupted(input_ids, vocab_size, mask_id, special_ids, generator, mask_prob=0.15):
+    masked, labels = mask_tokens(input_ids, vocab_size, mask_id, special_ids, generator, mask_prob)
+    selected = labels != IGNORE_INDEX
+    return masked, torch.where(selected, masked, labels)
+
+
+def mask_labels_zero(input_ids, vocab_size, mask_id, special_ids, generator, mask_prob=0.15):
+    masked, labels = mask_tokens(input_ids, vocab_size, mask_id, special_ids, generator, mask_prob)
+    return masked, labels.clamp(min=0)
+
+
+def _mask_case(gen, B, T, V, mask_prob, group, note):
+    """A padded batch: [CLS]=1 first, [SEP]=2 after the sentence, [PAD]=0 after that; [MASK]=3."""
+    ids = torch.randint(4, V, (B, T), generator=gen)
+    lengths = torch.randint(max(3, T // 2), T + 1, (B,), generator=gen)  # sentence + [CLS] + [SEP]
+    ids[:, 0] = 1
+    for b, n in enumerate(lengths.tolist()):
+        ids[b, n - 1] = 2
+        ids[b, n:] = 0
+    kwargs = {} if mask_prob is None else {"mask_prob": mask_prob}
+    return Case((ids, V, 3, (0, 1, 2), GeneratorSeed(_seed(gen))), kwargs, group, note)
+
+
+def _mask_cases(gen, hidden):
+    cases = [_mask_case(gen, 8, 12, 30, None, "15 %", "8 padded sentences of up to 12 tokens")]
+    if hidden:
+        cases.append(_mask_case(gen, 16, 20, 50, None, "15 %", "16 sentences of up to 20 tokens"))
+        cases.append(_mask_case(gen, 32, 16, 100, None, "15 %", "32 sentences, vocabulary 100"))
+    cases.append(_mask_case(gen, 6, 10, 25, 0.5, "other rates", "mask_prob=0.5"))
+    if hidden:
+        cases.append(_mask_case(gen, 8, 14, 40, 0.3, "other rates", "mask_prob=0.3"))
+    return cases
+
+
+def _specials_untouched(case, out, derived) -> bool:
+    ids = case.args[0]
+    special = torch.isin(ids, torch.tensor(case.args[3]))
+    masked, labels = out
+    return bool((masked[special] == ids[special]).all() and (labels[special] == IGNORE_INDEX).all())
+
+
+MASK_TOKENS = Exercise(
+    id="08.mask_tokens", notebook=NOTEBOOK, function="mask_tokens", points=4,
+    title="Masking tokens for the MLM objective (15 %, 80/10/10)", minutes=15,
+    reference=mask_tokens, make_cases=_mask_cases,
+    forbidden=[Forbidden("torch.bernoulli / torch.multinomial",
+                         ("torch.bernoulli", "torch.Tensor.bernoulli", "torch.Tensor.bernoulli_",
+                          "torch.multinomial"),
+                         "use exactly the three draws the task describes (torch.rand, torch.rand, torch.randint)")],
+    properties=[Property("special tokens untouched",
+                         "[CLS], [SEP] and [PAD] must never be corrupted and must have label -100",
+                         _specials_untouched)],
+    mistakes=[
+        KnownMistake("80/10/10 rule missing",
+                     "Every selected position becomes [MASK]. BERT replaces only 80 % of them by [MASK] "
+                     "(r < 0.8), 10 % by a random token (0.8 <= r < 0.9) and leaves 10 % unchanged, so the "
+                     "model cannot rely on seeing [MASK] where it must predict.", mask_always_mask),
+        KnownMistake("labels on every position",
+                     "Your labels hold a token at every position, so the loss would also train on the "
+                     "unmasked (visible) tokens, which the model can simply copy. Put -100 where a position "
+                     "was not selected.", mask_labels_everywhere),
+        KnownMistake("special tokens masked",
+                     "You also select [CLS], [SEP] or [PAD] positions. A position may be selected only if "
+                     "u < mask_prob AND its id is not in special_ids (torch.isin helps).", mask_specials_too),
+        KnownMistake("mask rate inverted",
+                     "You select the positions with u >= mask_prob, i.e. 85 % of the tokens instead of 15 %. "
+                     "Select u < mask_prob.", mask_rate_inverted),
+        KnownMistake("labels hold the corrupted ids",
+                     "Your labels at the selected positions are the corrupted ids ([MASK] or random). The "
+                     "model must predict the ORIGINAL token: labels = input_ids where selected.",
+                     mask_labels_corrupted),
+        KnownMistake("0 instead of -100 for unselected labels",
+                     "Positions that were not selected get label 0 (a real token id, [PAD] here). Use -100, "
+                     "the ignore_index that cross-entropy skips.", mask_labels_zero),
+    ],
+)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 08.mlm_loss
+# ---------------------------------------------------------------------------------------------------
+
+LOSS_BUILTINS = Forbidden(
+    "a built-in loss (F.cross_entropy, F.nll_loss, nn.CrossEntropyLoss)",
+    ("torch.nn.functional.cross_entropy", "torch.nn.functional.nll_loss", "torch.nn.CrossEntropyLoss",
+     "torch.nn.NLLLoss"),
+    "this exercise asks you to select the masked positions and average their loss yourself",
+)
+
+
+def mlm_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """Masked-language-model loss: mean cross-entropy over the positions whose label is not -100.
+
+    logits (B, T, V), labels (B, T) -> scalar::
+
+        loss = -(1 / |S|) * sum_{(b, t) in S} log softmax(logits[b, t])[labels[b, t]],
+        S = {(b, t) : labels[b, t] != -100}
+
+    (``course_lib.softmax.cross_entropy`` with ``ignore_index=-100``.)
+    """
+    return S.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX)
+
+
+def _nll_all(logits, labels):
+    """Per-position negative log-likelihood (B, T); ignored positions hold 0."""
+    logp = S.log_softmax(logits, dim=-1)  # (B, T, V)
+    keep = labels != IGNORE_INDEX
+    safe = labels.clamp(min=0)
+    nll = -logp.gather(-1, safe.unsqueeze(-1)).squeeze(-1)  # (B, T)
+    return nll * keep, keep
+
+
+def mlm_mean_over_all(logits, labels):
+    nll, keep = _nll_all(logits, labels)
+    return nll.mean()
+
+
+def mlm_per_sequence_mean(logits, labels):
+    nll, keep = _nll_all(logits, labels)
+    return (nll.sum(dim=1) / keep.sum(dim=1)).mean()
+
+
+def mlm_sum(logits, labels):
+    nll, keep = _nll_all(logits, labels)
+    return nll.sum()
+
+
+def mlm_ignored_as_token_zero(logits, labels):
+    logp = S.log_softmax(logits, dim=-1)
+    return -logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).mean()
+
+
+def _mlm_case(gen, B, T, V, scale, group, note):
+    logits = _randn(gen, B, T, V, scale=scale)
+    targets = torch.randint(0, V, (B, T), generator=gen)
+    chosen = torch.rand(B, T, generator=gen) < 0.3
+    chosen[:, 0] = False  # [CLS] is never a target
+    for b in range(B):  # every row has at least one target, and rows have different counts
+        chosen[b, 1 + b % (T - 1)] = True
+    chosen[0, 1:] = True
+    labels = torch.where(chosen, targets, torch.full_like(targets, IGNORE_INDEX))
+    return Case((logits, labels), {}, group, note)
+
+
+def _mlm_cases(gen, hidden):
+    cases = [_mlm_case(gen, 3, 6, 10, 2.0, "basic", "B=3, T=6, V=10")]
+    if hidden:
+        cases.append(_mlm_case(gen, 4, 9, 20, 2.0, "basic", "B=4, T=9, V=20"))
+        cases.append(_mlm_case(gen, 8, 12, 50, 1.0, "basic", "B=8, T=12, V=50"))
+    cases.append(_mlm_case(gen, 2, 5, 7, 300.0, "large logits", "logits of size ~1000"))
+    if hidden:
+        cases.append(_mlm_case(gen, 5, 7, 30, 400.0, "large logits", "B=5, logits of size ~1000"))
+    return cases
+
+
+MLM_LOSS = Exercise(
+    id="08.mlm_loss", notebook=NOTEBOOK, function="mlm_loss", points=2,
+    title="The MLM loss: masked positions only", minutes=8,
+    reference=mlm_loss, make_cases=_mlm_cases, atol=1e-4, rtol=1e-5,
+    forbidden=[LOSS_BUILTINS],
+    mistakes=[
+        KnownMistake("mean over all positions",
+                     "You zero the loss at unmasked positions but then divide by ALL B*T positions, so the "
+                     "loss shrinks with the mask rate. Divide by the number of positions whose label is not "
+                     "-100.", mlm_mean_over_all),
+        KnownMistake("mean of per-sentence means",
+                     "You average within each sentence first, which gives a sentence with one masked token "
+                     "as much weight as one with ten. Average over all masked positions of the batch at once.",
+                     mlm_per_sequence_mean),
+        KnownMistake("sum instead of mean",
+                     "Your loss is the sum over the masked positions; take the mean.", mlm_sum),
+        KnownMistake("ignored positions counted as token 0",
+                     "You replace the -100 labels by 0 and average over every position, so the model is "
+                     "trained to predict token 0 wherever nothing was masked. Keep only labels != -100.",
+                     mlm_ignored_as_token_zero),
+    ],
+)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 08.classifier_head
+# ---------------------------------------------------------------------------------------------------
+
+
+def classifier_head(hidden: Tensor, W_pool: Tensor, b_pool: Tensor, W_cls: Tensor, b_cls: Tensor) -> Tensor:
+    """BERT's sentence classifier on the encoder output::
+
+        cls    = hidden[:, 0]                       (B, D)   the [CLS] position (always first)
+        pooled = tanh(cls @ W_pool + b_pool)        (B, D)   BERT's "pooler"
+        logits = pooled @ W_cls + b_cls             (B, C)   one score per class (no softmax)
+
+    hidden (B, T, D), W_pool (D, D), b_pool (D,), W_cls (D, C), b_cls (C,) -> (B, C).
+    """
+    if hidden.dim() != 3:
+        raise ValueError(f"hidden must have shape (B, T, D), got {tuple(hidden.shape)}")
+    cls = hidden[:, 0]  # (B, D)
+    pooled = torch.tanh(cls @ W_pool + b_pool)  # (B, D)
+    return pooled @ W_cls + b_cls  # (B, C)
+
+
+def head_last_position(hidden, W_pool, b_pool, W_cls, b_cls):
+    return classifier_head(hidden[:, -1:], W_pool, b_pool, W_cls, b_cls)
+
+
+def head_mean_pooling(hidden, W_pool, b_pool, W_cls, b_cls):
+    return classifier_head(hidden.mean(dim=1, keepdim=True), W_pool, b_pool, W_cls, b_cls)
+
+
+def head_no_tanh(hidden, W_pool, b_pool, W_cls, b_cls):
+    return (hidden[:, 0] @ W_pool + b_pool) @ W_cls + b_cls
+
+
+def head_softmax(hidden, W_pool, b_pool, W_cls, b_cls):
+    return S.softmax(classifier_head(hidden, W_pool, b_pool, W_cls, b_cls), dim=-1)
+
+
+def head_pooler_skipped(hidden, W_pool, b_pool, W_cls, b_cls):
+    return hidden[:, 0] @ W_cls + b_cls
+
+
+def _head_case(gen, B, T, D, C, group, note):
+    hidden = _randn(gen, B, T, D)
+    W_pool = _randn(gen, D, D, scale=D ** -0.5)
+    b_pool = _randn(gen, D, scale=0.3)
+    W_cls = _randn(gen, D, C, scale=D ** -0.5)
+    b_cls = _randn(gen, C, scale=0.3)
+    return Case((hidden, W_pool, b_pool, W_cls, b_cls), {}, group, note)
+
+
+def _head_cases(gen, hidden):
+    cases = [_head_case(gen, 3, 5, 8, 2, "basic", "B=3, T=5, D=8, 2 classes")]
+    if hidden:
+        cases.append(_head_case(gen, 6, 9, 16, 2, "basic", "B=6, T=9, D=16"))
+    cases.append(_head_case(gen, 4, 7, 12, 5, "more classes", "5 classes"))
+    if hidden:
+        cases.append(_head_case(gen, 2, 3, 4, 3, "more classes", "3 classes, T=3"))
+    return cases
+
+
+def _ignores_other_positions(case: Case):
+    hidden = case.args[0].clone()
+    hidden[:, 1:] = torch.flip(hidden[:, 1:], dims=[1]) * 2.0 + 1.0  # change every non-[CLS] vector
+    return [Case((hidden,) + tuple(case.args[1:]), {}, case.group)]
+
+
+def _same_output(case, out, derived) -> bool:
+    (other,) = derived
+    return bool(torch.allclose(out, other, atol=1e-5))
+
+
+CLASSIFIER_HEAD = Exercise(
+    id="08.classifier_head", notebook=NOTEBOOK, function="classifier_head", points=2,
+    title="A classification head on [CLS]", minutes=8,
+    reference=classifier_head, make_cases=_head_cases,
+    properties=[Property("reads only [CLS]",
+                         "changing the vectors at positions 1..T-1 should not change the logits: the head reads "
+                         "position 0, the [CLS] token", _same_output, _ignores_other_positions)],
+    mistakes=[
+        KnownMistake("[CLS] taken from the last position",
+                     "You read hidden[:, -1], the last position (in a padded batch often [PAD]). BERT puts "
+                     "[CLS] FIRST: hidden[:, 0].", head_last_position),
+        KnownMistake("mean pooling instead of [CLS]",
+                     "You average the vectors of all positions. BERT's classifier reads the [CLS] vector, "
+                     "hidden[:, 0], which attention has trained to summarise the sentence.", head_mean_pooling),
+        KnownMistake("tanh missing",
+                     "The pooler is tanh(cls @ W_pool + b_pool); without the tanh it is just another linear "
+                     "layer in front of the classifier.", head_no_tanh),
+        KnownMistake("probabilities instead of logits",
+                     "You return softmax probabilities. Return the raw scores (logits): the cross-entropy "
+                     "applies the (log-)softmax itself.", head_softmax),
+        KnownMistake("pooler skipped",
+                     "You feed the [CLS] vector straight to the classifier. First the pooler: "
+                     "pooled = tanh(cls @ W_pool + b_pool), then pooled @ W_cls + b_cls.", head_pooler_skipped),
+    ],
+)
+
+register(MASK_TOKENS, MLM_LOSS, CLASSIFIER_HEAD)
