@@ -276,11 +276,13 @@ def scaled_dot_product_attention(
 
     About the softmax: this uses ``torch.softmax``, which computes exactly the
     course's ``course_lib.softmax.softmax`` (max-subtracted exp, divided by the
-    sum; ``tests/test_softmax.py`` proves they agree to 1e-6) but in one fused
-    kernel whose backward pass needs only the output. The step-by-step
-    version makes three extra passes over the ``(..., T_q, T_k)`` scores and
-    keeps more of them for the backward pass, which made forward+backward
-    about 1.5x slower at T=512 (see ``bench/attention.py``).
+    sum; ``tests/test_softmax.py`` proves they agree to 1e-6 on every axis)
+    but in one fused kernel whose backward pass needs only its output. The
+    step-by-step version makes several extra passes over the big
+    ``(..., T_q, T_k)`` scores and autograd keeps each intermediate for the
+    backward pass; on the benchmark (``bench/attention.py``, B=8, H=8, T=512)
+    that made forward+backward about twice as slow, against about 1.2x the
+    time of PyTorch's fused ``F.scaled_dot_product_attention`` with ``torch.softmax``.
     """
     _check_qk(q, k)
     _check_kv(k, v)

@@ -21,6 +21,7 @@ from course_lib.attention import (
     scaled_dot_product_attention,
     split_heads,
 )
+from course_lib.softmax import softmax as course_softmax
 
 B, H, T, DK = 2, 3, 5, 8
 
@@ -158,6 +159,28 @@ def test_sdpa_gradients_equal_torch(qkv, name):
     (F.scaled_dot_product_attention(*ref, attn_mask=mask) * g).sum().backward()
     for a, b in zip(ours, ref):
         close(a.grad, b.grad)
+
+
+@pytest.mark.parametrize("name", ["none", "causal", "random_bool_per_batch"])
+def test_sdpa_equals_textbook_formula_with_course_softmax(qkv, name):
+    """The fused torch.softmax inside attention computes the course's own softmax."""
+    q, k, v = qkv
+    mask = _masks()[name]
+    scores = q @ k.transpose(-2, -1) / math.sqrt(DK)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = course_softmax(scores, dim=-1)
+    out, w = scaled_dot_product_attention(q, k, v, mask=mask, return_weights=True)
+    close(w, weights, atol=1e-6)
+    close(out, weights @ v)
+
+
+def test_sdpa_dropout_drops_weights_but_returns_the_pattern(qkv):
+    torch.manual_seed(0)
+    out, w = scaled_dot_product_attention(*qkv, return_weights=True, dropout_p=0.5)
+    ref_out, ref_w = scaled_dot_product_attention(*qkv, return_weights=True)
+    assert torch.equal(w, ref_w)
+    assert not torch.allclose(out, ref_out)
 
 
 def test_weights_softmax_runs_over_keys():
