@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from course_lib.exercises import all_exercises, run_local
-from course_lib.exercises.core import FORBIDDEN, NOT_ATTEMPTED, PASSED, Forbidden, compare
+from course_lib.exercises.core import FORBIDDEN, NOT_ATTEMPTED, PASSED, compare
 
 EXERCISES = all_exercises()
 IDS = [ex.id for ex in EXERCISES]
@@ -20,12 +20,14 @@ def _stub(*args, **kwargs):
     raise NotImplementedError("exercise: replace this line with your code")
 
 
-class _StubModule(torch.nn.Module):
-    def __init__(self, *args, **kwargs):
-        super().__init__()
+def _stub_module(reference_cls):
+    """What a learner's stub class is: the reference's parameters, and a forward that raises."""
 
-    def forward(self, *args):
-        raise NotImplementedError("exercise: replace this line with your code")
+    class Stub(reference_cls):
+        def forward(self, *args, **kwargs):
+            raise NotImplementedError("exercise: replace this line with your code")
+
+    return Stub
 
 
 def test_there_are_exercises_in_every_unit_file():
@@ -57,7 +59,7 @@ def test_hidden_cases_are_more_than_public_ones(ex):
 
 @pytest.mark.parametrize("ex", EXERCISES, ids=IDS)
 def test_stub_is_not_attempted(ex):
-    stub = _StubModule if ex.kind == "module" else _stub
+    stub = _stub_module(ex.reference) if ex.kind == "module" else _stub
     report = run_local(ex, stub)
     assert report.status == NOT_ATTEMPTED
     assert report.points == 0
