@@ -82,6 +82,9 @@ def _check_ids(name: str, ids: Tensor, vocab_size: int, max_len: int, what: str 
         raise ValueError(f"{name} has no tokens (shape {tuple(ids.shape)})")
     if T > max_len:
         raise ValueError(f"{name} has T={T} tokens but the model's {what} is {max_len}")
+    low, high = int(ids.min()), int(ids.max())
+    if low < 0 or high >= vocab_size:
+        raise ValueError(f"{name} must lie in [0, {vocab_size}) (the vocabulary size), found {low if low < 0 else high}")
 
 
 # --------------------------------------------------------------------------

@@ -14,6 +14,7 @@ dict that plotting code can use directly.
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Any, Callable, Iterable
 
 import torch
@@ -21,7 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-__all__ = ["train", "lm_loss", "make_optimizer", "get_lm_batch"]
+__all__ = ["train", "lm_loss", "make_optimizer", "get_lm_batch", "cosine_schedule"]
 
 
 def lm_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -87,6 +88,30 @@ def get_lm_batch(
     return data[idx].long(), data[idx + 1].long()
 
 
+def cosine_schedule(max_lr: float, min_lr: float, warmup_steps: int, total_steps: int) -> Callable[[int], float]:
+    """Learning rate for step s = 1, 2, ...: linear warm-up, then cosine decay (as nanoGPT).
+
+        lr(s) = max_lr * s / warmup_steps                                    s <= warmup_steps
+        lr(s) = min_lr + (max_lr - min_lr) * (1 + cos(pi * r)) / 2,
+                r = (s - warmup_steps) / (total_steps - warmup_steps)         up to total_steps
+        lr(s) = min_lr                                                       afterwards
+    """
+    if not 0 <= min_lr <= max_lr:
+        raise ValueError(f"need 0 <= min_lr <= max_lr, got min_lr={min_lr}, max_lr={max_lr}")
+    if not 0 <= warmup_steps < total_steps:
+        raise ValueError(f"need 0 <= warmup_steps < total_steps, got {warmup_steps} and {total_steps}")
+
+    def lr_at(step: int) -> float:
+        if step <= warmup_steps:
+            return max_lr * step / warmup_steps
+        if step >= total_steps:
+            return min_lr
+        r = (step - warmup_steps) / (total_steps - warmup_steps)  # 0 -> 1
+        return min_lr + (max_lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * r))
+
+    return lr_at
+
+
 def _batch_source(batches: Callable[[], Any] | Iterable) -> Callable[[], Any]:
     """Turn a ``get_batch()`` callable or an iterable (DataLoader, list) into a callable.
 
@@ -124,6 +149,7 @@ def train(
     eval_fn: Callable[[nn.Module], float | dict[str, float]] | None = None,
     eval_every: int | None = None,
     grad_clip: float | None = None,
+    lr_schedule: Callable[[int], float] | None = None,
     log_every: int = 1,
     progress: bool = True,
     desc: str = "training",
@@ -141,11 +167,13 @@ def train(
             ``torch.no_grad()`` every ``eval_every`` steps and after the last step.
         eval_every: defaults to ``max(1, steps // 10)`` when ``eval_fn`` is given.
         grad_clip: clip the global gradient norm to this value (None: no clipping).
+        lr_schedule: ``lr_schedule(step) -> lr`` for steps 1..steps (e.g. :func:`cosine_schedule`);
+            None keeps the optimizer's learning rate.
         log_every: record the training loss every this many steps (and at the last step).
         progress: show a tqdm progress bar (``tqdm.auto``); False disables it.
 
     Returns:
-        history: ``{"step": [...], "loss": [...], "eval_step": [...], "eval": [...]}``; when
+        history: ``{"step": [...], "loss": [...], "lr": [...], "eval_step": [...], "eval": [...]}``; when
         ``eval_fn`` returns a dict, each of its keys gets its own list instead of ``"eval"``.
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps <= 0:
@@ -160,10 +188,13 @@ def train(
     if optimizer is None:
         optimizer = make_optimizer(model, lr, weight_decay)
 
-    history: dict[str, list] = {"step": [], "loss": [], "eval_step": []}
+    history: dict[str, list] = {"step": [], "loss": [], "lr": [], "eval_step": []}
     bar = tqdm(range(1, steps + 1), desc=desc, disable=not progress, leave=True)
     model.train()
     for step in bar:
+        if lr_schedule is not None:
+            for group in optimizer.param_groups:
+                group["lr"] = lr_schedule(step)
         loss = loss_fn(model, next_batch())
         loss.backward()
         if grad_clip is not None:
@@ -174,6 +205,7 @@ def train(
         if step % log_every == 0 or step == steps:
             history["step"].append(step)
             history["loss"].append(loss.item())
+            history["lr"].append(optimizer.param_groups[0]["lr"])
             bar.set_postfix(loss=f"{history['loss'][-1]:.4f}", refresh=False)
         if eval_fn is not None and (step % eval_every == 0 or step == steps):
             _record_eval(model, eval_fn, step, history)

@@ -88,6 +88,8 @@ def test_gpt_rejects_sequences_longer_than_block_size(gpt):
         (torch.zeros(4, dtype=torch.long), r"shape \(B, T\)"),
         (torch.zeros(1, 4), "integer token ids"),
         (torch.zeros(1, 0, dtype=torch.long), "no tokens"),
+        (torch.tensor([[1, 30]]), r"must lie in \[0, 30\).*found 30"),
+        (torch.tensor([[1, -1]]), r"found -1"),
     ],
 )
 def test_gpt_rejects_bad_ids(gpt, bad, match):

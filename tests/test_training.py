@@ -7,7 +7,7 @@ import torch
 
 import course_lib.training as training
 from course_lib.models import GPT, GPTConfig
-from course_lib.training import get_lm_batch, lm_loss, make_optimizer, train
+from course_lib.training import cosine_schedule, get_lm_batch, lm_loss, make_optimizer, train
 
 
 def _tiny_gpt(seed=0):
@@ -119,3 +119,21 @@ def test_lm_loss_shape_mismatch():
     model = _tiny_gpt()
     with pytest.raises(ValueError, match="expected targets of shape"):
         lm_loss(model, (torch.zeros(2, 4, dtype=torch.long), torch.zeros(2, 5, dtype=torch.long)))
+
+
+def test_cosine_schedule_shape():
+    lr = cosine_schedule(1e-3, 1e-4, warmup_steps=10, total_steps=110)
+    assert lr(5) == pytest.approx(5e-4) and lr(10) == pytest.approx(1e-3)
+    assert lr(60) == pytest.approx(0.5 * (1e-3 + 1e-4))  # half way through the cosine
+    assert lr(110) == pytest.approx(1e-4) and lr(500) == pytest.approx(1e-4)
+    values = [lr(s) for s in range(10, 111)]
+    assert all(a >= b for a, b in zip(values, values[1:])), "decays monotonically after warm-up"
+    with pytest.raises(ValueError, match="min_lr"):
+        cosine_schedule(1e-4, 1e-3, 1, 10)
+
+
+def test_lr_schedule_is_applied_each_step():
+    model = _tiny_gpt()
+    batch = get_lm_batch(_periodic_data(), 8, 2, generator=torch.Generator().manual_seed(0))
+    history = train(model, lambda: batch, steps=4, lr_schedule=lambda s: 1e-3 * s, progress=False)
+    assert history["lr"] == pytest.approx([1e-3, 2e-3, 3e-3, 4e-3])
