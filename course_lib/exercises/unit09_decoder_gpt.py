@@ -1,0 +1,657 @@
+"""Exercises of unit 09: decoder-only transformers (GPT).
+
+Four exercises follow the life of a GPT: make the training targets (``lm_targets``), turn logits
+into a token with the usual knobs (``sample_next_token``), run the generation loop
+(``TextGenerator``, a module whose forward pass generates) and make it fast with a KV cache
+(``attend_with_cache``).
+
+The models in the cases are tiny random GPTs whose weights are scaled up so that their
+predictions depend strongly on the context (a freshly initialised GPT predicts an almost uniform
+distribution, which would hide mistakes such as reading the wrong position's logits).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .. import generation as G
+from ..attention import causal_mask, scaled_dot_product_attention
+from ..models import GPT, GPTConfig
+from .core import Case, Exercise, Forbidden, GeneratorSeed, KnownMistake, ModuleInputs, Property
+from .registry import register
+
+NOTEBOOK = "09_decoder_gpt"
+
+
+def _seed(gen: torch.Generator) -> int:
+    return int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
+
+
+# ---------------------------------------------------------------------------------------------------
+# 09.lm_targets
+# ---------------------------------------------------------------------------------------------------
+
+
+def lm_targets(tokens: torch.Tensor, pad_id: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and next-token targets of a batch of token sequences.
+
+    A language model reads ``tokens[:, :t+1]`` and must predict ``tokens[:, t+1]``, so::
+
+        inputs  = tokens[:, :-1]    x_0 .. x_{L-2}      (B, L-1)
+        targets = tokens[:, 1:]     x_1 .. x_{L-1}      (B, L-1)   target t = the token after input t
+
+    When ``pad_id`` is given, targets equal to ``pad_id`` become ``-100``, the index that
+    ``cross_entropy(..., ignore_index=-100)`` skips: nobody should be trained to predict padding.
+    """
+    if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2 or tokens.shape[1] < 2:
+        got = tuple(tokens.shape) if isinstance(tokens, torch.Tensor) else type(tokens).__name__
+        raise ValueError(f"tokens must be a LongTensor of shape (B, L) with L >= 2, got {got}")
+    inputs = tokens[:, :-1]  # (B, L-1)
+    targets = tokens[:, 1:].clone()  # (B, L-1), shifted left by one
+    if pad_id is not None:
+        targets[targets == pad_id] = -100
+    return inputs, targets
+
+
+def targets_not_shifted(tokens, pad_id=None):
+    inputs, _ = lm_targets(tokens, pad_id)
+    targets = inputs.clone()
+    if pad_id is not None:
+        targets[targets == pad_id] = -100
+    return inputs, targets
+
+
+def targets_shifted_wrong_way(tokens, pad_id=None):
+    inputs, targets = tokens[:, 1:], tokens[:, :-1].clone()
+    if pad_id is not None:
+        targets[targets == pad_id] = -100
+    return inputs, targets
+
+
+def targets_rolled(tokens, pad_id=None):
+    targets = torch.roll(tokens, shifts=-1, dims=1)
+    if pad_id is not None:
+        targets = targets.masked_fill(targets == pad_id, -100)
+    return tokens.clone(), targets
+
+
+def targets_padding_kept(tokens, pad_id=None):
+    return tokens[:, :-1], tokens[:, 1:].clone()
+
+
+def targets_pad_where_input_is_pad(tokens, pad_id=None):
+    inputs, targets = tokens[:, :-1], tokens[:, 1:].clone()
+    if pad_id is not None:
+        targets[inputs == pad_id] = -100
+    return inputs, targets
+
+
+def _padded_batch(gen, B, L, V, pad_id):
+    tokens = torch.randint(pad_id + 1, V, (B, L), generator=gen)  # (B, L), no padding yet
+    lengths = torch.randint(2, L + 1, (B,), generator=gen)
+    lengths[0] = L - 1  # one row with exactly one pad at the end
+    lengths[1] = max(2, L // 2)  # and one with several
+    for b in range(B):
+        tokens[b, int(lengths[b]):] = pad_id
+    return tokens
+
+
+def _lm_targets_cases(gen, hidden):
+    cases = [Case((torch.tensor([[5, 1, 4, 1, 3]]),), {}, "shift", "one sequence of 5 tokens")]
+    for B, L, V in [(3, 7, 20)] + ([(8, 16, 50), (2, 2, 5)] if hidden else []):
+        cases.append(Case((torch.randint(0, V, (B, L), generator=gen),), {}, "shift", f"a ({B}, {L}) batch"))
+    for B, L, V in [(3, 6, 12)] + ([(6, 12, 30), (4, 9, 8)] if hidden else []):
+        cases.append(Case((_padded_batch(gen, B, L, V, 0),), {"pad_id": 0}, "padding",
+                          f"a ({B}, {L}) batch right-padded with pad_id=0"))
+    return cases
+
+
+LM_TARGETS = Exercise(
+    id="09.lm_targets", notebook=NOTEBOOK, function="lm_targets", points=2,
+    title="Next-token inputs and targets", minutes=5,
+    reference=lm_targets, make_cases=_lm_targets_cases,
+    mistakes=[
+        KnownMistake("targets not shifted",
+                     "Your targets equal your inputs, so the model would learn to copy the token it "
+                     "already sees. The target at position t is the NEXT token: targets = tokens[:, 1:].",
+                     targets_not_shifted),
+        KnownMistake("shifted the wrong way",
+                     "You shifted in the wrong direction: your inputs are tokens[:, 1:] and your targets "
+                     "tokens[:, :-1], so the model would predict the PREVIOUS token. Use "
+                     "inputs = tokens[:, :-1], targets = tokens[:, 1:].",
+                     targets_shifted_wrong_way),
+        KnownMistake("wrapped around with torch.roll",
+                     "torch.roll wraps around: the last target becomes the FIRST token of the sequence, "
+                     "which does not follow the last input. Slice instead: the inputs drop the last "
+                     "token and the targets drop the first (both have length L-1).",
+                     targets_rolled),
+        KnownMistake("padding not ignored",
+                     "Targets that are padding must become -100 (the ignore_index of the loss), "
+                     "otherwise the model is trained to predict <pad>: targets[targets == pad_id] = -100.",
+                     targets_padding_kept),
+        KnownMistake("padding looked up in the inputs",
+                     "You set a target to -100 where the INPUT is padding. What must be ignored is a "
+                     "target that is padding (the last real input's target is the first pad): "
+                     "targets[targets == pad_id] = -100.",
+                     targets_pad_where_input_is_pad),
+    ],
+)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 09.sample_next_token
+# ---------------------------------------------------------------------------------------------------
+
+COURSE_SAMPLERS = Forbidden(
+    "course_lib's sampler and filters (course_lib.generation)",
+    ("course_lib.generation.sample_next_token", "course_lib.generation.top_k_filter",
+     "course_lib.generation.top_p_filter"),
+    "this exercise asks you to write the temperature, top-k and top-p steps yourself",
+)
+
+
+def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Keep the logits >= the k-th largest of their row, set the others to -inf."""
+    if k >= logits.shape[-1]:
+        return logits.clone()
+    kth = torch.topk(logits, k, dim=-1).values[..., -1:]  # (B, 1) the k-th largest
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """Keep the smallest set of most likely tokens whose probability mass is >= p.
+
+    In sorted order (most likely first) token j is kept when the mass BEFORE it is < p; so the
+    top token is always kept and the token that crosses p is kept too.
+    """
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (B, V)
+    probs = torch.softmax(sorted_logits, dim=-1)  # (B, V)
+    mass_before = probs.cumsum(dim=-1) - probs  # (B, V) exclusive cumulative sum
+    drop_sorted = mass_before >= p
+    drop_sorted[..., 0] = False  # the most likely token always stays (guards against rounding)
+    drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)  # back to vocabulary order
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def sample_next_token(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
+                      top_p: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The exact procedure of the exercise (course_lib.generation.sample_next_token does the same).
+
+    ``temperature == 0``: return ``logits.argmax(-1)`` (greedy). Otherwise, in this order::
+
+        x     = logits / temperature
+        x     = top_k_filter(x, top_k)     if top_k is not None
+        x     = top_p_filter(x, top_p)     if top_p is not None
+        probs = softmax(x)
+        token = torch.multinomial(probs, 1, generator=generator)[:, 0]      (B,)   ([0] for (V,))
+    """
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    x = logits / temperature  # (B, V)
+    if top_k is not None:
+        x = top_k_filter(x, top_k)
+    if top_p is not None:
+        x = top_p_filter(x, top_p)
+    return _draw(x, generator)
+
+
+def _draw(scaled: torch.Tensor, generator) -> torch.Tensor:
+    """softmax, then one torch.multinomial draw per row with the given generator."""
+    probs = torch.softmax(scaled, dim=-1)
+    if probs.dim() == 1:
+        return torch.multinomial(probs, 1, generator=generator)[0]  # ()
+    return torch.multinomial(probs, 1, generator=generator)[:, 0]  # (B,)
+
+
+def _top_k_plus_one(logits, k):
+    V = logits.shape[-1]
+    if k + 1 >= V:
+        return logits.clone()
+    kth = torch.topk(logits, k + 1, dim=-1).values[..., -1:]
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def _top_p_variant(logits, p, keep_rule, descending=True, guard_top=True):
+    """Top-p filters with a configurable (possibly wrong) keep rule, for the known mistakes."""
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=descending)
+    probs = torch.softmax(sorted_logits, dim=-1)
+    cum = probs.cumsum(dim=-1)  # inclusive
+    keep = keep_rule(cum, cum - probs, p)  # (B, V) in sorted order
+    if guard_top:
+        keep[..., 0] = True
+    drop = torch.zeros_like(keep).scatter(-1, order, ~keep)
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def _sample_variant(logits, temperature=1.0, top_k=None, top_p=None, generator=None, *, scale="divide",
+                    top_k_fn=None, top_p_fn=None, temperature_last=False):
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    top_k_fn = top_k_fn or top_k_filter
+    top_p_fn = top_p_fn or top_p_filter
+    scaled = logits * temperature if scale == "multiply" else logits / temperature
+    if temperature_last:
+        scaled = logits
+    if top_k is not None:
+        scaled = top_k_fn(scaled, top_k)
+    if top_p is not None:
+        scaled = top_p_fn(scaled, top_p)
+    if temperature_last:
+        scaled = scaled / temperature
+    return _draw(scaled, generator)
+
+
+def sample_temperature_multiplied(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+    return _sample_variant(logits, temperature, top_k, top_p, generator, scale="multiply")
+
+
+def sample_top_k_plus_one(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+    return _sample_variant(logits, temperature, top_k, top_p, generator, top_k_fn=_top_k_plus_one)
+
+
+def sample_top_p_tail(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+    rule = lambda cum, before, p: before >= p  # noqa: E731 - keeps the tokens OUTSIDE the nucleus
+    fn = lambda x, p: _top_p_variant(x, p, rule, guard_top=False)  # noqa: E731
+    return _sample_variant(logits, temperature, top_k, top_p, generator, top_p_fn=fn)
+
+
+def sample_top_p_ascending(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+    rule = lambda cum, before, p: before < p  # noqa: E731 - right rule, but sorted from the least likely
+    fn = lambda x, p: _top_p_variant(x, p, rule, descending=False)  # noqa: E731
+    return _sample_variant(logits, temperature, top_k, top_p, generator, top_p_fn=fn)
+
+
+def sample_top_p_stops_early(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+    rule = lambda cum, before, p: cum <= p  # noqa: E731 - drops the token that crosses p
+    fn = lambda x, p: _top_p_variant(x, p, rule)  # noqa: E731
+    return _sample_variant(logits, temperature, top_k, top_p, generator, top_p_fn=fn)
+
+
+def sample_temperature_after_filters(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+    return _sample_variant(logits, temperature, top_k, top_p, generator, temperature_last=True)
+
+
+def _sampling_cases(gen, hidden):
+    B, V = (160, 16) if hidden else (120, 10)
+
+    def logits():
+        return torch.randn(B, V, generator=gen) * 2.0  # (B, V)
+
+    specs = [
+        ("temperature", dict(temperature=0.7), "temperature 0.7"),
+        ("temperature", dict(temperature=0.0), "temperature 0: greedy"),
+        ("top-k", dict(temperature=1.0, top_k=3), "top_k=3"),
+        ("top-p", dict(temperature=1.5, top_p=0.6), "temperature 1.5, top_p=0.6"),
+        ("top-p", dict(temperature=1.0, top_p=0.3), "top_p=0.3 (often only the top token)"),
+        ("combined", dict(temperature=0.8, top_k=5, top_p=0.8), "temperature 0.8, top_k=5, top_p=0.8"),
+    ]
+    if hidden:
+        specs += [
+            ("temperature", dict(temperature=2.0), "temperature 2"),
+            ("top-k", dict(temperature=0.5, top_k=1), "top_k=1 is greedy"),
+            ("top-k", dict(temperature=1.2, top_k=7), "top_k=7"),
+            ("top-p", dict(temperature=0.6, top_p=0.9), "temperature 0.6, top_p=0.9"),
+            ("combined", dict(temperature=1.3, top_k=4, top_p=0.7), "temperature 1.3, top_k=4, top_p=0.7"),
+        ]
+    cases = []
+    for group, kwargs, note in specs:
+        cases.append(Case((logits(),), dict(kwargs, generator=GeneratorSeed(_seed(gen))), group, f"{B} rows, {note}"))
+    one = torch.randn(V, generator=gen) * 2.0  # (V,)
+    cases.append(Case((one,), dict(temperature=0.9, top_k=4, generator=GeneratorSeed(_seed(gen))), "combined",
+                      "a single row of logits (V,): return a 0-d tensor"))
+    return cases
+
+
+def _sample_in_support(case, out, derived) -> bool:
+    """Every sampled token must survive top-k: it is among the k largest logits of its row."""
+    logits = case.args[0]
+    k = case.kwargs.get("top_k")
+    if k is None or not isinstance(out, torch.Tensor):
+        return True
+    kth = torch.topk(logits, min(k, logits.shape[-1]), dim=-1).values[..., -1]
+    chosen = logits.gather(-1, out.unsqueeze(-1)).squeeze(-1)
+    return bool((chosen >= kth).all())
+
+
+SAMPLE = Exercise(
+    id="09.sample_next_token", notebook=NOTEBOOK, function="sample_next_token", points=4,
+    title="Temperature, top-k and top-p sampling", minutes=25,
+    reference=sample_next_token, make_cases=_sampling_cases, forbidden=[COURSE_SAMPLERS],
+    properties=[Property("samples stay inside the top k",
+                         "with top_k=k every sampled token must be one of the k most likely tokens",
+                         _sample_in_support)],
+    mistakes=[
+        KnownMistake("temperature multiplied instead of divided",
+                     "You multiply the logits by the temperature. Divide them: logits / T, so that a "
+                     "temperature above 1 flattens the distribution and below 1 sharpens it.",
+                     sample_temperature_multiplied),
+        KnownMistake("top-k keeps k+1 tokens",
+                     "Your top-k filter keeps one token too many (an off-by-one in the threshold): keep a "
+                     "logit when it is >= the k-th largest, torch.topk(logits, k).values[..., -1:].",
+                     sample_top_k_plus_one),
+        KnownMistake("top-p keeps the wrong side of the threshold",
+                     "Your nucleus is inverted: you keep the unlikely tail and drop the most likely "
+                     "tokens. Sort descending and DROP a token when the mass before it is already >= p.",
+                     sample_top_p_tail),
+        KnownMistake("top-p sorted ascending (drops the top token)",
+                     "You sorted the probabilities in increasing order (torch.sort's default), so your "
+                     "nucleus collects the least likely tokens and usually drops the most likely one. "
+                     "Use torch.sort(..., descending=True).",
+                     sample_top_p_ascending),
+        KnownMistake("top-p stops before reaching p",
+                     "You keep a token only when the cumulative probability INCLUDING it is <= p, so the "
+                     "token that crosses p is dropped and the kept mass is below p. Keep token j when the "
+                     "mass BEFORE it is < p (exclusive cumsum: cumsum - probs).",
+                     sample_top_p_stops_early),
+        KnownMistake("temperature applied after the filters",
+                     "Apply the temperature first, then top-k, then top-p: the nucleus must be computed "
+                     "from the tempered probabilities softmax(logits / T).",
+                     sample_temperature_after_filters),
+    ],
+)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 09.TextGenerator (the generation loop)
+# ---------------------------------------------------------------------------------------------------
+#
+# The autograder hands inputs to the learner's code by value (tensors, numbers, module weights), never
+# as live objects, so a model cannot be an argument. The loop is therefore the forward pass of a small
+# wrapper module that owns the GPT (``self.model``): the grader rebuilds it from its config and weights.
+
+COURSE_GENERATE = Forbidden(
+    "course_lib's generate (course_lib.generation.generate)",
+    ("course_lib.generation.generate",),
+    "this exercise asks you to write the generation loop yourself",
+)
+
+
+def make_test_gpt(seed: int, vocab_size: int = 13, block_size: int = 8, n_layers: int = 2, n_heads: int = 2,
+                  d_model: int = 16) -> GPT:
+    """A tiny GPT whose predictions depend strongly on the context (for the exercise cases).
+
+    Built under a private RNG seeded with ``seed`` (the global RNG is left untouched); the token
+    embeddings (tied to the unembedding) and the attention/MLP weights are scaled up so the logits
+    are large and context-dependent, not nearly uniform as after GPT-2's 0.02 initialisation.
+    """
+    config = GPTConfig(vocab_size=vocab_size, block_size=block_size, n_layers=n_layers, n_heads=n_heads,
+                       d_model=d_model)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = GPT(config)
+        with torch.no_grad():
+            model.tok_emb.weight.normal_(0.0, 1.0)
+            model.pos_emb.weight.normal_(0.0, 1.0)
+            for block in model.blocks:
+                for lin in (block.attn.W_Q, block.attn.W_K, block.attn.W_V, block.attn.W_O,
+                            block.mlp.up, block.mlp.down):
+                    lin.weight.normal_(0.0, 1.5 / lin.in_features ** 0.5)
+    return model.eval()
+
+
+class TextGenerator(nn.Module):
+    """A GPT plus the loop that continues a prompt: calling it generates.
+
+    ::
+
+        repeat max_new_tokens times:
+            context = ids[:, -block_size:]                 (B, <= block_size)  what still fits
+            logits  = model(context)[:, -1, :]             (B, V)  the prediction after the last token
+            next    = sample_next_token(logits, temperature, top_k, top_p, generator)   (B,)
+            ids     = concat(ids, next)                    (B, T + 1)
+
+    Returns the prompt followed by the new tokens, (B, T + max_new_tokens). Runs without gradients.
+    (``course_lib.generation.generate`` is the same loop plus a KV cache.)
+    """
+
+    def __init__(self, vocab_size: int, block_size: int, n_layers: int, n_heads: int, d_model: int):
+        super().__init__()
+        self.model = GPT(GPTConfig(vocab_size=vocab_size, block_size=block_size, n_layers=n_layers,
+                                   n_heads=n_heads, d_model=d_model))
+
+    def forward(self, input_ids: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+                top_k: int | None = None, top_p: float | None = None,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+        block_size = self.model.config.block_size
+        ids = input_ids  # (B, T)
+        with torch.no_grad():
+            for _ in range(max_new_tokens):
+                context = ids[:, -block_size:]  # (B, <= block_size) crop to the context window
+                logits = self.model(context)[:, -1, :]  # (B, V) the last position predicts the next token
+                next_token = G.sample_next_token(logits, temperature, top_k=top_k, top_p=top_p,
+                                                 generator=generator)  # (B,)
+                ids = torch.cat([ids, next_token[:, None]], dim=1)  # (B, T + 1)
+        return ids
+
+
+class _GeneratorMistake(TextGenerator):
+    window, position, keep_prompt, greedy = "newest", -1, True, False
+
+    def forward(self, input_ids, max_new_tokens, temperature=1.0, top_k=None, top_p=None, generator=None):
+        block_size = self.model.config.block_size
+        ids = input_ids
+        with torch.no_grad():
+            for _ in range(max_new_tokens):
+                if self.window == "newest":
+                    context = ids[:, -block_size:]
+                elif self.window == "oldest":
+                    context = ids[:, :block_size]
+                else:  # the last token only
+                    context = ids[:, -1:]
+                logits = self.model(context)[:, self.position, :]
+                if self.greedy:
+                    nxt = logits.argmax(dim=-1)
+                else:
+                    nxt = G.sample_next_token(logits, temperature, top_k=top_k, top_p=top_p, generator=generator)
+                ids = torch.cat([ids, nxt[:, None]], dim=1)
+        return ids if self.keep_prompt else ids[:, input_ids.shape[1]:]
+
+
+class GeneratorOldestWindow(_GeneratorMistake):
+    window = "oldest"
+
+
+class GeneratorFirstPosition(_GeneratorMistake):
+    position = 0
+
+
+class GeneratorLastTokenOnly(_GeneratorMistake):
+    window = "last token only"
+
+
+class GeneratorNewTokensOnly(_GeneratorMistake):
+    keep_prompt = False
+
+
+class GeneratorAlwaysGreedy(_GeneratorMistake):
+    greedy = True
+
+
+def _generator_cases(gen, hidden):
+    config = dict(vocab_size=13, block_size=8, n_layers=2, n_heads=2, d_model=16)
+    specs = [
+        ("inside the window", 3, 4, (1.0, None, None), "prompt of 3, 4 new tokens, temperature 1"),
+        ("past the window", 5, 9, (1.0, None, None), "prompt of 5, 9 new tokens: more than block_size=8"),
+        ("knobs", 4, 6, (0.0, None, None), "temperature 0 (greedy), 6 new tokens"),
+    ]
+    if hidden:
+        specs += [
+            ("inside the window", 1, 7, (0.8, None, None), "prompt of 1 token, 7 new tokens"),
+            ("past the window", 8, 6, (1.2, None, None), "prompt fills the window, 6 new tokens"),
+            ("past the window", 2, 14, (0.0, None, None), "greedy, 14 new tokens"),
+            ("knobs", 3, 8, (0.9, 4, 0.9), "temperature 0.9, top_k=4, top_p=0.9"),
+        ]
+    cases = []
+    for group, T, n_new, (temperature, top_k, top_p), note in specs:
+        gpt = make_test_gpt(_seed(gen), **config)
+        state = {f"model.{k}": v.detach().clone() for k, v in gpt.state_dict().items()}
+        B = 4
+        prompt = torch.randint(0, config["vocab_size"], (B, T), generator=gen)
+        seed = GeneratorSeed(_seed(gen)) if temperature != 0 else None
+        args = (prompt, n_new, temperature, top_k, top_p, seed)
+        cases.append(Case((ModuleInputs(dict(config), state, args),), {}, group, f"{B} prompts; {note}"))
+    return cases
+
+
+def _keeps_prompt(case, out, derived) -> bool:
+    prompt = case.args[0].args[0]
+    return isinstance(out, torch.Tensor) and out.dim() == 2 and bool(
+        (out[:, : prompt.shape[1]] == prompt).all())
+
+
+TEXT_GENERATOR = Exercise(
+    id="09.TextGenerator", notebook=NOTEBOOK, function="TextGenerator", points=3,
+    title="The generation loop", minutes=15, kind="module",
+    reference=TextGenerator, make_cases=_generator_cases, forbidden=[COURSE_GENERATE],
+    properties=[Property("the prompt is kept", "the output starts with the prompt, unchanged", _keeps_prompt)],
+    mistakes=[
+        KnownMistake("context cropped to the oldest tokens",
+                     "Once the sequence is longer than block_size you keep ids[:, :block_size], the OLDEST "
+                     "tokens, so the model never sees what it just wrote. Keep the newest: ids[:, -block_size:].",
+                     GeneratorOldestWindow),
+        KnownMistake("logits of the first position",
+                     "You sample from logits[:, 0], the prediction after the FIRST token. The next token "
+                     "is predicted at the last position: logits[:, -1, :].",
+                     GeneratorFirstPosition),
+        KnownMistake("only the last token fed back",
+                     "You run the model on the last token alone, so it forgets the rest of the context "
+                     "(without a KV cache, every step must see the whole window ids[:, -block_size:]).",
+                     GeneratorLastTokenOnly),
+        KnownMistake("prompt dropped from the output",
+                     "Return the prompt followed by the new tokens, shape (B, T + max_new_tokens).",
+                     GeneratorNewTokensOnly),
+        KnownMistake("always greedy",
+                     "You take the argmax at every step, whatever the temperature. Sample with "
+                     "sample_next_token(logits, temperature, top_k, top_p, generator).",
+                     GeneratorAlwaysGreedy),
+    ],
+)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 09.attend_with_cache
+# ---------------------------------------------------------------------------------------------------
+
+
+def attend_with_cache(q_new: torch.Tensor, k_new: torch.Tensor, v_new: torch.Tensor, k_cache: torch.Tensor,
+                      v_cache: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One attention step of a decoder with a KV cache.
+
+    The cache holds the keys and values of the ``T_past`` tokens already processed; the step brings
+    ``T_new`` new tokens (1 while generating, the whole prompt at the first step)::
+
+        k_all = concat(k_cache, k_new)   along time       (B, H, T_past + T_new, Dh)
+        v_all = concat(v_cache, v_new)
+        out   = softmax(q_new k_all^T / sqrt(Dh) + mask) v_all                (B, H, T_new, Dh)
+
+    New token ``i`` sits at absolute position ``T_past + i``: it may attend to keys
+    ``0 .. T_past + i`` (all of the past, and the new tokens up to itself), i.e. the causal mask
+    shifted right by ``T_past``: ``causal_mask(T_new, offset=T_past)``. Returns
+    ``(out, k_all, v_all)``; ``k_all, v_all`` are the cache for the next step.
+    """
+    for name, t in (("q_new", q_new), ("k_new", k_new), ("v_new", v_new), ("k_cache", k_cache),
+                    ("v_cache", v_cache)):
+        if t.dim() != 4:
+            raise ValueError(f"{name} must have shape (B, H, T, Dh), got {tuple(t.shape)}")
+    if k_cache.shape != v_cache.shape:
+        raise ValueError(f"k_cache {tuple(k_cache.shape)} and v_cache {tuple(v_cache.shape)} must have the same shape")
+    T_past, T_new = k_cache.shape[-2], q_new.shape[-2]
+    k_all = torch.cat([k_cache, k_new], dim=-2)  # (B, H, T_past + T_new, Dh)
+    v_all = torch.cat([v_cache, v_new], dim=-2)  # (B, H, T_past + T_new, Dh)
+    mask = causal_mask(T_new, offset=T_past)  # (T_new, T_past + T_new)
+    out = scaled_dot_product_attention(q_new, k_all, v_all, mask=mask)  # (B, H, T_new, Dh)
+    return out, k_all, v_all
+
+
+def cache_new_keys_dropped(q_new, k_new, v_new, k_cache, v_cache):
+    T_past = k_cache.shape[-2]
+    if T_past == 0:
+        out = torch.zeros_like(q_new)
+    else:
+        out = scaled_dot_product_attention(q_new, k_cache, v_cache)
+    return out, k_cache.clone(), v_cache.clone()
+
+
+def cache_mask_without_offset(q_new, k_new, v_new, k_cache, v_cache):
+    T_past, T_new = k_cache.shape[-2], q_new.shape[-2]
+    k_all = torch.cat([k_cache, k_new], dim=-2)
+    v_all = torch.cat([v_cache, v_new], dim=-2)
+    mask = torch.ones(T_new, T_past + T_new, dtype=torch.bool).tril()  # top-left aligned
+    return scaled_dot_product_attention(q_new, k_all, v_all, mask=mask), k_all, v_all
+
+
+def cache_no_mask(q_new, k_new, v_new, k_cache, v_cache):
+    k_all = torch.cat([k_cache, k_new], dim=-2)
+    v_all = torch.cat([v_cache, v_new], dim=-2)
+    return scaled_dot_product_attention(q_new, k_all, v_all), k_all, v_all
+
+
+def cache_prepended(q_new, k_new, v_new, k_cache, v_cache):
+    T_past, T_new = k_cache.shape[-2], q_new.shape[-2]
+    k_all = torch.cat([k_new, k_cache], dim=-2)
+    v_all = torch.cat([v_new, v_cache], dim=-2)
+    mask = causal_mask(T_new, offset=T_past)
+    return scaled_dot_product_attention(q_new, k_all, v_all, mask=mask), k_all, v_all
+
+
+def _cache_cases(gen, hidden):
+    specs = [
+        ("one new token", 2, 2, 4, 1, 8, "4 cached tokens, 1 new"),
+        ("prompt", 2, 2, 0, 4, 8, "empty cache, a prompt of 4 tokens"),
+        ("several new tokens", 1, 2, 3, 2, 4, "3 cached tokens, 2 new"),
+    ]
+    if hidden:
+        specs += [
+            ("one new token", 3, 4, 9, 1, 16, "9 cached tokens, 1 new"),
+            ("prompt", 2, 4, 0, 7, 8, "empty cache, a prompt of 7 tokens"),
+            ("several new tokens", 2, 3, 5, 3, 8, "5 cached tokens, 3 new"),
+        ]
+    cases = []
+    for group, B, H, T_past, T_new, Dh, note in specs:
+        def r(T):
+            return torch.randn(B, H, T, Dh, generator=gen)
+        cases.append(Case((r(T_new), r(T_new), r(T_new), r(T_past), r(T_past)), {}, group, note))
+    return cases
+
+
+def _matches_full_attention(case, out, derived) -> bool:
+    """The cached step equals full causal attention over the whole sequence (its last T_new rows)."""
+    q_new, k_new, v_new, k_cache, v_cache = case.args
+    T_past, T_new = k_cache.shape[-2], q_new.shape[-2]
+    k = torch.cat([k_cache, k_new], dim=-2)
+    v = torch.cat([v_cache, v_new], dim=-2)
+    q = torch.cat([torch.zeros_like(k_cache), q_new], dim=-2)  # past queries do not matter
+    full = scaled_dot_product_attention(q, k, v, mask=causal_mask(T_past + T_new))[..., T_past:, :]
+    return bool(torch.allclose(out[0], full, atol=1e-5))
+
+
+ATTEND_WITH_CACHE = Exercise(
+    id="09.attend_with_cache", notebook=NOTEBOOK, function="attend_with_cache", points=3,
+    title="An attention step with a KV cache", minutes=15,
+    reference=attend_with_cache, make_cases=_cache_cases,
+    properties=[Property("same as attention over the whole sequence",
+                         "the output must equal causal attention over cache + new tokens (its last T_new rows)",
+                         _matches_full_attention)],
+    mistakes=[
+        KnownMistake("new keys not added to the cache",
+                     "Your new tokens attend only to the cached keys (and the cache you return does not "
+                     "grow). Concatenate first: k_all = torch.cat([k_cache, k_new], dim=-2), same for v.",
+                     cache_new_keys_dropped),
+        KnownMistake("causal mask without the offset",
+                     "Your mask is the top-left (T_new, T_past + T_new) corner of a causal mask (this is "
+                     "also what is_causal=True does), so the new tokens cannot see most of the past. New "
+                     "token i sits at position T_past + i: use causal_mask(T_new, offset=T_past).",
+                     cache_mask_without_offset),
+        KnownMistake("no causal mask among the new tokens",
+                     "With several new tokens (the prompt step) each one may only see the new tokens up "
+                     "to itself: apply causal_mask(T_new, offset=T_past).",
+                     cache_no_mask),
+        KnownMistake("new keys put in front of the cache",
+                     "The cache is in time order: append the new keys and values AFTER the cached ones, "
+                     "torch.cat([k_cache, k_new], dim=-2).",
+                     cache_prepended),
+    ],
+)
+
+register(LM_TARGETS, SAMPLE, TEXT_GENERATOR, ATTEND_WITH_CACHE)
