@@ -25,8 +25,7 @@ def _tiny_gpt2(seed: int = 0, **overrides) -> GPT2LMHeadModel:
         vocab_size=100, n_positions=64, n_embd=32, n_layer=2, n_head=4, bos_token_id=0, eos_token_id=0, pad_token_id=0
     )
     kwargs.update(overrides)
-    config = GPT2Config(**kwargs)
-    config._attn_implementation = "eager"  # the plain softmax(QK^T/sqrt(d))V path
+    config = GPT2Config(**kwargs, attn_implementation="eager")  # the plain softmax(QK^T/sqrt(d))V path
     model = GPT2LMHeadModel(config).eval()
     with torch.no_grad():  # non-trivial LayerNorm parameters, so copying them is tested too
         for name, p in model.named_parameters():
@@ -47,8 +46,7 @@ def _tiny_bert(seed: int = 0, **overrides) -> BertModel:
         type_vocab_size=2,
     )
     kwargs.update(overrides)
-    config = HFBertConfig(**kwargs)
-    config._attn_implementation = "eager"
+    config = HFBertConfig(**kwargs, attn_implementation="eager")
     model = BertModel(config).eval()
     with torch.no_grad():
         for name, p in model.named_parameters():
