@@ -70,6 +70,12 @@ def _check_dropout(dropout: float) -> None:
         raise ValueError(f"dropout must be in [0, 1), got {dropout}")
 
 
+def _check_special_ids(vocab_size: int, vocab_name: str, **ids: int) -> None:
+    for name, value in ids.items():
+        if not 0 <= value < vocab_size:
+            raise ValueError(f"{name}={value} must be a token id in [0, {vocab_name}={vocab_size})")
+
+
 def _check_ids(name: str, ids: Tensor, vocab_size: int, max_len: int, what: str = "max_len") -> None:
     """ids must be (B, T) integers with 1 <= T <= max_len."""
     if not isinstance(ids, Tensor) or ids.dim() != 2:
@@ -270,6 +276,7 @@ class BertConfig:
             type_vocab_size=self.type_vocab_size,
         )
         _check_heads(self.d_model, self.n_heads)
+        _check_special_ids(self.vocab_size, "vocab_size", pad_id=self.pad_id)
         _check_dropout(self.dropout)
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
@@ -418,6 +425,8 @@ class Seq2SeqConfig:
         )
         _check_heads(self.d_model, self.n_heads)
         _check_dropout(self.dropout)
+        _check_special_ids(self.src_vocab_size, "src_vocab_size", pad_id=self.pad_id)
+        _check_special_ids(self.tgt_vocab_size, "tgt_vocab_size", pad_id=self.pad_id, bos_id=self.bos_id, eos_id=self.eos_id)
         if self.d_model % 2:
             raise ValueError(f"d_model={self.d_model} must be even for the sinusoidal positional encoding")
         if self.activation not in ACTIVATIONS:

@@ -196,6 +196,8 @@ def test_bert_validation(bert_config):
         encoder(_ids(2, 5, 40), attention_mask=torch.ones(2, 4))
     with pytest.raises(ValueError, match="token_type_ids must have shape"):
         encoder(_ids(2, 5, 40), token_type_ids=torch.zeros(2, 6, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"pad_id=40 must be a token id"):
+        BertConfig(vocab_size=40, max_len=16, n_layers=1, n_heads=2, d_model=16, pad_id=40)
     with pytest.raises(ValueError, match="n_classes"):
         BertForClassification(encoder, 0)
 
@@ -253,5 +255,7 @@ def test_seq2seq_validation(seq2seq):
         seq2seq(_ids(1, 11, 20), _ids(1, 3, 25))
     with pytest.raises(ValueError, match="memory must have shape"):
         seq2seq.decode(_ids(2, 3, 25), torch.zeros(3, 4, 16))
+    with pytest.raises(ValueError, match=r"eos_id=9 must be a token id in \[0, tgt_vocab_size=5\)"):
+        Seq2SeqConfig(src_vocab_size=5, tgt_vocab_size=5, max_len=4, n_layers=1, n_heads=1, d_model=8, eos_id=9)
     with pytest.raises(ValueError, match="must be even"):
         Seq2SeqConfig(src_vocab_size=5, tgt_vocab_size=5, max_len=4, n_layers=1, n_heads=1, d_model=7)
