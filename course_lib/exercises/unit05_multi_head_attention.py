@@ -213,6 +213,12 @@ class _ModuleExercise(Exercise):
     NotImplementedError (not attempted); anything else gets a message naming the expected parameters.
     """
 
+    def plan(self, cases):
+        """The calls, with plain ModuleInputs (the autograder's wire format knows that exact type)."""
+        calls = super().plan(cases)
+        return [Call(tuple(ModuleInputs(a.init, a.state, a.args) if isinstance(a, ModuleInputs) else a
+                           for a in c.args), c.kwargs, c.case_index, c.property_name) for c in calls]
+
     def invoke(self, obj, call: Call, forbidden=()):
         spec = materialize(call.args)[0]
         if not isinstance(spec, ModuleInputs):
