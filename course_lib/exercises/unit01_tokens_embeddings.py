@@ -6,7 +6,8 @@ Five small functions that take a learner from token ids to word analogies:
 * ``01.embed``              ids (...) and W_E (V, D) -> embeddings (..., D)  (== one_hot(ids) @ W_E)
 * ``01.cosine_similarity``  a (..., D), b (..., D) -> (...)
 * ``01.nearest_neighbours`` the k rows of W_E most similar to a query vector
-* ``01.analogy``            a : b :: c : ?   by the nearest neighbours of  W_E[b] - W_E[a] + W_E[c]
+* ``01.analogy``            a : b :: c : ?   by the nearest neighbours of  u_b - u_a + u_c
+                            (u = the rows of W_E scaled to length 1)
 
 Each lists the mistakes learners really make as runnable buggy variants, so the check can name them
 ("your similarities match plain dot products: divide by both vectors' lengths").
@@ -16,13 +17,9 @@ from __future__ import annotations
 
 import torch
 
+from .. import embeddings as EMB
 from .core import Case, Exercise, Forbidden, KnownMistake, Property
 from .registry import register
-
-try:  # course_lib.embeddings holds the course's reference implementations
-    from .. import embeddings as _EMB
-except ImportError:  # pragma: no cover - only while the module is being written
-    _EMB = None
 
 NOTEBOOK = "01_tokens_embeddings"
 
@@ -52,53 +49,19 @@ def _randint(gen, high, *shape):
     return torch.randint(0, high, shape, generator=gen)
 
 
-# ---------------------------------------------------------------------------------------------------
-# References (course_lib.embeddings's own functions where their signatures fit)
-# ---------------------------------------------------------------------------------------------------
+# The references are course_lib.embeddings's own functions (so that calling them from an exercise is
+# reported as a shortcut). Their learner-facing signatures:
+#   one_hot(ids, vocab_size)            embed(ids, W_E)            cosine_similarity(a, b)
+#   nearest_neighbours(query, W_E, k, exclude=())
+#   analogy(a, b, c, W_E, k=1)          (course_lib's also accepts words with tokenizer=...)
+one_hot = EMB.one_hot
+embed = EMB.embed
+cosine_similarity = EMB.cosine_similarity
+nearest_neighbours = EMB.nearest_neighbours
 
 
-def one_hot(ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """ids (...) integer -> float32 (..., V) with a single 1.0 at each id."""
-    out = torch.zeros(*ids.shape, vocab_size)  # (..., V)
-    out.scatter_(-1, ids.unsqueeze(-1), 1.0)
-    return out
-
-
-def embed(ids: torch.Tensor, W_E: torch.Tensor) -> torch.Tensor:
-    """ids (...), W_E (V, D) -> W_E[ids] (..., D), the same as one_hot(ids, V) @ W_E."""
-    return W_E[ids]
-
-
-def cosine_similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """cos(a, b) = a . b / (|a| |b|) over the last axis: (..., D), (..., D) -> (...)."""
-    return (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1))
-
-
-def nearest_neighbours(query: torch.Tensor, W_E: torch.Tensor, k: int, exclude=()) -> tuple:
-    """The k rows of W_E (V, D) with the highest cosine similarity to query (D,), skipping ``exclude``.
-
-    Returns (ids LongTensor (k,), similarities (k,)), most similar first.
-    """
-    sims = cosine_similarity(W_E, query)  # (V,)
-    sims = sims.clone()
-    if len(exclude):
-        sims[torch.as_tensor(list(exclude), dtype=torch.long)] = float("-inf")
-    top = sims.topk(k)
-    return top.indices, top.values
-
-
-def analogy(a: int, b: int, c: int, W_E: torch.Tensor, k: int = 1) -> tuple:
-    """a is to b as c is to ?: the k words nearest (cosine) to W_E[b] - W_E[a] + W_E[c], not a, b or c.
-
-    ``analogy(man, king, woman, W_E)`` should find queen. Returns (ids (k,), similarities (k,)).
-    """
-    target = W_E[b] - W_E[a] + W_E[c]  # (D,)
-    return nearest_neighbours(target, W_E, k, exclude=(a, b, c))
-
-
-if _EMB is not None:  # the course's versions, so that calling them from an exercise counts as a shortcut
-    one_hot = getattr(_EMB, "one_hot", one_hot)  # noqa: F811
-    embed = getattr(_EMB, "embed", embed)  # noqa: F811
+def _unit_rows(W_E):
+    return W_E / W_E.norm(dim=-1, keepdim=True)  # (V, D), every row of length 1
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -382,21 +345,27 @@ NEAREST = Exercise(
 
 
 def analogy_sign_flipped(a, b, c, W_E, k=1):
-    target = W_E[a] - W_E[b] + W_E[c]
-    return nearest_neighbours(target, W_E, k, exclude=(a, b, c))
+    u = _unit_rows(W_E)
+    return nearest_neighbours(u[a] - u[b] + u[c], W_E, k, exclude=(a, b, c))
 
 
 def analogy_inputs_not_excluded(a, b, c, W_E, k=1):
-    return nearest_neighbours(W_E[b] - W_E[a] + W_E[c], W_E, k)
+    u = _unit_rows(W_E)
+    return nearest_neighbours(u[b] - u[a] + u[c], W_E, k)
+
+
+def analogy_rows_not_normalised(a, b, c, W_E, k=1):
+    return nearest_neighbours(W_E[b] - W_E[a] + W_E[c], W_E, k, exclude=(a, b, c))
 
 
 def analogy_by_dot_product(a, b, c, W_E, k=1):
-    return nn_dot_product_values(W_E[b] - W_E[a] + W_E[c], W_E, k, exclude=(a, b, c))
+    u = _unit_rows(W_E)
+    return nn_dot_product_values(u[b] - u[a] + u[c], W_E, k, exclude=(a, b, c))
 
 
 def analogy_b_minus_c(a, b, c, W_E, k=1):
-    target = W_E[b] - W_E[c] + W_E[a]
-    return nearest_neighbours(target, W_E, k, exclude=(a, b, c))
+    u = _unit_rows(W_E)
+    return nearest_neighbours(u[b] - u[c] + u[a], W_E, k, exclude=(a, b, c))
 
 
 def _analogy_vocab(gen, V, D):
@@ -426,23 +395,28 @@ def _analogy_cases(gen, hidden):
 ANALOGY = Exercise(
     id="01.analogy", notebook=NOTEBOOK, function="analogy", points=3,
     title="Word analogies: a is to b as c is to ?", minutes=10,
-    reference=analogy, make_cases=_analogy_cases, atol=1e-5, rtol=1e-4,
+    reference=EMB.analogy, make_cases=_analogy_cases, atol=1e-5, rtol=1e-4,
     mistakes=[
         KnownMistake("analogy sign flipped (a - b + c)",
-                     "You search near W_E[a] - W_E[b] + W_E[c]. The offset that turns a into b is W_E[b] - W_E[a]; "
-                     "add it to c: W_E[b] - W_E[a] + W_E[c] (king - man + woman).",
+                     "You search near a - b + c. The offset that turns a into b is b - a; add it to c: "
+                     "b - a + c (king - man + woman).",
                      analogy_sign_flipped),
         KnownMistake("query words not excluded",
                      "Your answer can be one of a, b, c themselves (the target vector is usually closest to b or "
                      "c). Exclude the three input words: nearest_neighbours(target, W_E, k, exclude=(a, b, c)).",
                      analogy_inputs_not_excluded),
+        KnownMistake("rows not normalised",
+                     "You add the raw rows W_E[b] - W_E[a] + W_E[c], so the longest of the three vectors dominates "
+                     "the direction. Divide each row by its length first: u = W_E / W_E.norm(dim=-1, keepdim=True), "
+                     "then u[b] - u[a] + u[c].",
+                     analogy_rows_not_normalised),
         KnownMistake("ranked by dot product instead of cosine",
                      "You rank candidates by plain dot products with the target. Use cosine similarity, so that "
                      "long vectors (frequent words) do not win by their length alone.",
                      analogy_by_dot_product),
         KnownMistake("b and c swapped in the offset",
-                     "You compute W_E[b] - W_E[c] + W_E[a]. The question is a : b :: c : ?, so the offset "
-                     "b - a is applied to c: W_E[b] - W_E[a] + W_E[c].",
+                     "You compute b - c + a. The question is a : b :: c : ?, so the offset b - a is applied to c: "
+                     "b - a + c.",
                      analogy_b_minus_c),
     ],
 )
