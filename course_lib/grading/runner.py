@@ -1,0 +1,383 @@
+"""Grading a whole class: ``grade(SUBMISSIONS, OUT)``.
+
+1. Check the folders (misuse is a :class:`UsageError` with a one-line reason), lock ``OUT``, settle the
+   seed: ``--seed`` if given, else the one stored in ``OUT/.grading/state.json`` by an earlier run (so a
+   re-run grades late or changed submissions on the same hidden cases as everybody else), else a fresh
+   secret one. The seed is never written into results or feedback.
+2. Find the students and the course notebooks each one submitted; the gradebook's columns are the
+   exercises of every notebook that at least one student submitted (or of ``units``).
+3. Build each exercise's plan once (hidden cases, calls, encoded inputs; reference outputs on first use).
+4. Grade every (student, notebook) pair in ``jobs`` parallel workers, reusing the previous result of a
+   notebook whose content, seed, grader and limits are unchanged (content hashes in the results files).
+5. Write each student's results and feedback as soon as their last notebook is done (atomically), and
+   at the end ``grades.csv`` and ``summary.png`` (atomically) and a summary table.
+
+A run killed at any point (even with SIGKILL) leaves complete files only; started again, it reuses what
+was finished and ends with the same ``grades.csv`` as a run that was never interrupted.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import fcntl
+import hashlib
+import json
+import os
+import queue
+import secrets
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from ..exercises import all_exercises
+from ..exercises.core import MISSING, Report
+from . import report as R
+from .sandbox import PROJECT_ROOT, Limits, choose
+from .session import Context, Plan, grade_notebook
+from .submissions import find_students, read_notebook
+
+STATE_DIR = ".grading"
+RESULTS_VERSION = 1
+
+
+class UsageError(Exception):
+    """The command was used wrongly (missing folder, unwritable output); the message is one line."""
+
+
+@dataclass
+class RunSummary:
+    out: Path
+    students: int
+    graded_notebooks: int
+    reused_notebooks: int
+    seconds: float
+    isolation: list
+    exercise_ids: list
+    results: list = field(default_factory=list)
+    warnings: list = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Fingerprints
+# ---------------------------------------------------------------------------------------------------
+
+
+def _source_digest(paths) -> str:
+    h = hashlib.sha256()
+    for p in sorted(set(paths)):
+        h.update(str(p).encode())
+        h.update(Path(p).read_bytes())
+    return h.hexdigest()
+
+
+def grader_fingerprint() -> str:
+    """A hash of the grader's own code and the exercise framework."""
+    pkg = PROJECT_ROOT / "course_lib"
+    return _source_digest(list((pkg / "grading").glob("*.py")) + [pkg / "exercises" / "core.py"])[:16]
+
+
+def notebook_key(seed: int, fingerprint: str, plans: list, limits: Limits, sandbox_kind: str,
+                 run_all_cells: bool) -> str:
+    """What besides a notebook's content decides its grade: the grader, the definitions of its exercises,
+    their hidden inputs and reference outputs (so a change in a reference re-grades exactly the
+    notebooks it affects), the limits and the sandbox. The seed enters only through a hash."""
+    h = hashlib.sha256()
+    h.update(json.dumps({"seed": seed, "grader": fingerprint, "limits": limits.key(), "sandbox": sandbox_kind,
+                         "all_cells": run_all_cells, "v": RESULTS_VERSION}, sort_keys=True).encode())
+    for plan in plans:
+        module = sys.modules.get(plan.exercise.make_cases.__module__)
+        if module is not None and getattr(module, "__file__", None):
+            h.update(_source_digest([module.__file__]).encode())
+        h.update(plan.digest().encode())
+    return h.hexdigest()[:24]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Output folder
+# ---------------------------------------------------------------------------------------------------
+
+
+def _prepare_out(out: Path) -> tuple:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for sub in ("results", "feedback", STATE_DIR):
+            (out / sub).mkdir(exist_ok=True)
+        probe = out / STATE_DIR / f".probe-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise UsageError(f"cannot write to the output folder {out}: {e.strerror or e}") from None
+    lock = open(out / STATE_DIR / "lock", "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock.close()
+        raise UsageError(f"another grading run is using {out}; wait for it or choose another --out") from None
+    for sub in ("results", "feedback", "."):
+        for tmp in (out / sub).glob(".*.tmp"):
+            try:
+                tmp.unlink()  # left by a run that was killed while writing
+            except OSError:
+                pass
+    return lock
+
+
+def _settle_seed(out: Path, seed: Optional[int], new_seed: bool) -> int:
+    state_path = out / STATE_DIR / "state.json"
+    state = {}
+    if state_path.exists():
+        try:
+            state = json.loads(state_path.read_text())
+        except (OSError, ValueError):
+            state = {}
+    if seed is None:
+        stored = state.get("seed")
+        seed = stored if isinstance(stored, int) and not new_seed else secrets.randbits(63)
+    if state.get("seed") != seed:
+        R.atomic_write(state_path, json.dumps({"seed": int(seed)}) + "\n")
+        os.chmod(state_path, 0o600)
+    return int(seed)
+
+
+def _previous(out: Path, safe: str) -> dict:
+    path = out / "results" / f"{safe}.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return data if isinstance(data, dict) and data.get("version") == RESULTS_VERSION else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _mpl_cache() -> Optional[dict]:
+    """matplotlib's font list, handed to each worker so it does not rebuild it (seconds per worker)."""
+    try:
+        import matplotlib
+        import matplotlib.font_manager  # noqa: F401 - builds the cache when missing
+
+        cache = Path(matplotlib.get_cachedir())
+        files = sorted(cache.glob("fontlist-v*.json"))
+        if files:
+            return {"name": files[-1].name, "text": files[-1].read_text(encoding="utf-8")}
+    except Exception:  # noqa: BLE001 - only an optimisation
+        return None
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Progress
+# ---------------------------------------------------------------------------------------------------
+
+
+class Progress:
+    """A progress bar with ETA on a terminal (tqdm), a line per student elsewhere."""
+
+    def __init__(self, total: int, enabled: bool, stream=None):
+        self.total, self.done, self.start = total, 0, time.monotonic()
+        self.stream = stream or sys.stderr
+        self.enabled = enabled and total > 0
+        self.bar = None
+        if self.enabled and getattr(self.stream, "isatty", lambda: False)():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="nb", desc="grading", file=self.stream, dynamic_ncols=True)
+
+    def step(self, label: str) -> None:
+        self.done += 1
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.set_postfix_str(label[:30], refresh=False)
+            self.bar.update(1)
+            return
+        elapsed = time.monotonic() - self.start
+        eta = elapsed / self.done * (self.total - self.done)
+        print(f"[{self.done}/{self.total}] {label}  elapsed {elapsed:.0f} s, ETA {eta:.0f} s",
+              file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+# ---------------------------------------------------------------------------------------------------
+# The run
+# ---------------------------------------------------------------------------------------------------
+
+
+def grade(submissions, out, *, seed: Optional[int] = None, new_seed: bool = False, jobs: Optional[int] = None,
+          limits: Optional[Limits] = None, sandbox: str = "auto", units: Optional[list] = None,
+          regrade: tuple = (), progress: bool = True, run_all_cells: bool = False, stream=None) -> RunSummary:
+    """Grade every submission in ``submissions`` into ``out`` (see the module docstring)."""
+    t0 = time.monotonic()
+    stream = stream or sys.stdout
+    limits = limits or Limits()
+    submissions, out = Path(submissions), Path(out)
+    if not submissions.is_dir():
+        raise UsageError(f"{submissions}: no such folder (expected SUBMISSIONS/<student>/<NN_slug>.ipynb)")
+    if out.resolve() == submissions.resolve() or submissions.resolve() in out.resolve().parents:
+        raise UsageError(f"the output folder {out} must not be inside the submissions folder {submissions}")
+    jobs = max(1, min(int(jobs or os.cpu_count() or 1), 128))
+    lock = _prepare_out(out)
+    tmp_root = Path(tempfile.mkdtemp(prefix="course-grade-"))
+    os.chmod(tmp_root, 0o711)
+    try:
+        return _grade(submissions, out, seed, new_seed, jobs, limits, sandbox, units, set(regrade), progress,
+                      run_all_cells, stream, tmp_root, t0)
+    finally:
+        shutil.rmtree(tmp_root, ignore_errors=True)
+        lock.close()
+
+
+def _grade(submissions, out, seed, new_seed, jobs, limits, sandbox_mode, units, regrade, progress, run_all_cells,
+           stream, tmp_root, t0) -> RunSummary:
+    import torch
+
+    seed = _settle_seed(out, seed, new_seed)
+    exercises = all_exercises()
+    stems = {ex.notebook for ex in exercises}
+    students, warnings = find_students(submissions, stems)
+    if units:
+        wanted = {str(u).zfill(2) for u in units}
+        columns_nb = sorted(s for s in stems if s[:2] in wanted)
+    else:
+        columns_nb = sorted({stem for st in students for stem in st.notebooks})
+    col_exercises = [ex for ex in exercises if ex.notebook in columns_nb]
+    exercise_ids = [ex.id for ex in col_exercises]
+    by_nb: dict = {}
+    for ex in col_exercises:
+        by_nb.setdefault(ex.notebook, []).append(ex)
+
+    hide = [PROJECT_ROOT / "solutions", PROJECT_ROOT / ".git", Path.cwd() / "solutions", out, submissions, tmp_root]
+    try:
+        box = choose(sandbox_mode, hide=hide, tmp_root=tmp_root)
+    except RuntimeError as e:
+        raise UsageError(str(e)) from None
+    box.mpl_cache = _mpl_cache()
+    fingerprint = grader_fingerprint()
+    # Plans are built once per run (hidden cases, encoded inputs, reference outputs).
+    plans = {ex.id: Plan.build(ex, seed) for ex in col_exercises}
+    keys = {stem: notebook_key(seed, fingerprint, [plans[ex.id] for ex in by_nb[stem]], limits, box.kind,
+                               run_all_cells) for stem in columns_nb}
+    slots: queue.Queue = queue.Queue()
+    for i in range(jobs):
+        slots.put(i)
+    ctx = Context(box, limits, plans, run_all_cells, slots)
+
+    # Per student: what is reused, what must be graded.
+    pending: dict = {}
+    partial: dict = {}
+    tasks: list = []
+    reused = 0
+    for st in students:
+        prev = _previous(out, st.safe) if st.name not in regrade else {}
+        prev_nbs = prev.get("notebooks", {}) if prev.get("student") == st.name else {}
+        partial[st.name] = {}
+        for stem in columns_nb:
+            path = st.notebooks.get(stem)
+            if path is None:
+                partial[st.name][stem] = _missing_notebook(stem, by_nb[stem], st.refused.get(stem))
+                continue
+            old = prev_nbs.get(stem)
+            digest = _sha(path)
+            if old and old.get("sha256") == digest and old.get("key") == keys[stem] and old.get("file") == path.name:
+                partial[st.name][stem] = old
+                reused += 1
+                continue
+            tasks.append((st, stem, path))
+        pending[st.name] = sum(1 for t in tasks if t[0] is st)
+
+    bar = Progress(len(tasks), progress)
+    lock = threading.Lock()
+    results: dict = {}
+    isolation: set = set()
+
+    def finish_student(st) -> None:
+        res = _student_result(st, partial[st.name], col_exercises, columns_nb)
+        R.atomic_write(out / "results" / f"{st.safe}.json", R.result_json(res))
+        R.atomic_write(out / "feedback" / f"{st.safe}.html", R.feedback_html(res))
+        results[st.name] = res
+
+    def work(task):
+        st, stem, path = task
+        nb = read_notebook(path, stem)
+        r = grade_notebook(nb, by_nb[stem], ctx)
+        r["key"] = keys[stem]
+        r["sha256"] = nb.sha256 or _sha(path)
+        return task, r
+
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for st in students:
+            if pending[st.name] == 0:
+                # Nothing to grade: rewrite only when the stored file is missing or stale.
+                res = _student_result(st, partial[st.name], col_exercises, columns_nb)
+                prev = _previous(out, st.safe)
+                if prev != json.loads(R.result_json(res)):
+                    R.atomic_write(out / "results" / f"{st.safe}.json", R.result_json(res))
+                    R.atomic_write(out / "feedback" / f"{st.safe}.html", R.feedback_html(res))
+                results[st.name] = res
+        with cf.ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="grade") as pool:
+            futures = [pool.submit(work, t) for t in tasks]
+            for fut in cf.as_completed(futures):
+                (st, stem, path), r = fut.result()
+                with lock:
+                    partial[st.name][stem] = r
+                    isolation.add(r.get("isolation", ""))
+                    pending[st.name] -= 1
+                    if pending[st.name] == 0:
+                        finish_student(st)
+                bar.step(f"{st.name} {stem}")
+    finally:
+        torch.set_num_threads(threads_before)
+        bar.close()
+
+    ordered = [results[st.name] for st in students]
+    R.atomic_write(out / "grades.csv", R.grades_csv(ordered, exercise_ids))
+    if ordered and exercise_ids:
+        try:
+            R.atomic_write(out / "summary.png", R.summary_png(ordered, exercise_ids), binary=True)
+        except Exception as e:  # noqa: BLE001 - a plot problem must not lose the grades
+            warnings.append(f"summary.png could not be drawn: {e}")
+    for r in ordered:
+        for nb in r["notebooks"].values():
+            if nb.get("isolation") and nb["isolation"] != "nothing was run":
+                isolation.add(nb["isolation"])
+    isolation.discard("")
+    isolation.discard("nothing was run")
+    return RunSummary(out, len(students), len(tasks), reused, time.monotonic() - t0, sorted(isolation),
+                      exercise_ids, ordered, warnings)
+
+
+def _sha(path: Path) -> str:
+    from .submissions import file_sha256
+
+    return file_sha256(path)
+
+
+def _missing_notebook(stem: str, exercises: list, why: Optional[str] = None) -> dict:
+    ex_results = {}
+    for ex in exercises:
+        d = Report(ex.id, MISSING, 0.0, float(ex.points), why or f"{stem}.ipynb was not submitted").to_dict()
+        d.update(title=ex.title, notebook=ex.notebook, mistake_message=None)
+        ex_results[ex.id] = d
+    return {"file": None, "sha256": None, "status": "not_submitted", "isolation": "nothing was run",
+            "seconds": 0.0, "workers_started": 0, "restarts": 0,
+            "cells": {"run": 0, "planned": 0, "errors": [], "fatal": [], "skipped_by_tag": [], "output_chars": 0},
+            "notes": [], "review": [], "exercises": ex_results}
+
+
+def _student_result(st, notebooks: dict, exercises: list, stems: list) -> dict:
+    flat = {}
+    for stem in stems:
+        flat.update(notebooks[stem]["exercises"])
+    flat = {ex.id: flat[ex.id] for ex in exercises if ex.id in flat}
+    total = round(sum(e["points"] for e in flat.values()), 4)
+    max_total = round(sum(float(ex.points) for ex in exercises), 4)
+    return {"version": RESULTS_VERSION, "student": st.name, "total": total, "max_total": max_total,
+            "exercises": flat, "notebooks": {stem: notebooks[stem] for stem in stems}, "notes": list(st.notes)}

@@ -1,0 +1,236 @@
+"""A grading run as an instructor sees it: the command, the outputs, re-runs, a killed run, limits."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from course_lib.exercises import all_exercises
+from course_lib.grading import Limits, grade
+from course_lib.grading.report import atomic_write
+from course_lib.grading.runner import UsageError
+from tests.grading_fixtures.build import CORRECT, NB, stub, unit02, write
+from tests.grading_fixtures.faults import CORRECT_BODY, softmax_cell
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = Limits(cell_timeout=20, exercise_timeout=20, notebook_timeout=60)
+
+
+def course(*args, timeout=300, **kw):
+    return subprocess.run([sys.executable, "-m", "course_lib", *map(str, args)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout, **kw)
+
+
+def small_class(subs: Path, n: int = 3, sleep: float = 0.0) -> None:
+    """alice correct, bob with a known mistake and a stub, carol all stubs, then more correct learners."""
+    extra = [f"import time\ntime.sleep({sleep})"] if sleep else []
+    write(subs, "alice", unit02(extra_before=extra))
+    if n > 1:
+        write(subs, "bob", unit02({"02.stable_softmax": softmax_cell("e = x.exp()\nreturn e / e.sum(dim=dim, keepdim=True)"),
+                                   "02.cross_entropy": stub("02.cross_entropy")}, extra_before=extra))
+    if n > 2:
+        write(subs, "carol", unit02({k: stub(k) for k in CORRECT}))
+    for i in range(3, n):
+        write(subs, f"learner{i:02d}", unit02({"02.cross_entropy": stub("02.cross_entropy")} if i % 2 else {},
+                                            extra_before=extra))
+
+
+def read_csv(path: Path) -> list:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.reader(f))
+
+
+# ---------------------------------------------------------------------------------------------------
+# The command line
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_help_and_list_exercises():
+    r = course("grade", "--help")
+    assert r.returncode == 0
+    for opt in ("--out", "--seed", "--jobs", "--list-exercises", "--cell-timeout", "--no-sandbox"):
+        assert opt in r.stdout
+    r = course("grade", "--list-exercises")
+    assert r.returncode == 0
+    for ex in all_exercises():
+        line = next(ln for ln in r.stdout.splitlines() if ln.startswith(ex.id + " "))
+        assert ex.notebook in line and f"{ex.points:g}" in line.split()
+
+
+def test_misuse_exits_2_with_one_line(tmp_path):
+    r = course("grade", tmp_path / "nope", "--out", tmp_path / "out")
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "no such folder" in r.stderr
+    (tmp_path / "subs").mkdir()
+    (tmp_path / "afile").write_text("x")
+    r = course("grade", tmp_path / "subs", "--out", tmp_path / "afile" / "out")
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "cannot write" in r.stderr
+    r = course("grade")
+    assert r.returncode == 2 and "SUBMISSIONS" in r.stderr
+    r = course("grade", tmp_path / "subs", "--out", tmp_path / "out", "--jobs", "0")
+    assert r.returncode == 2
+
+
+def test_cli_grades_a_class_and_writes_every_output(tmp_path):
+    subs, out = tmp_path / "subs", tmp_path / "out"
+    small_class(subs)
+    (subs / "broken").mkdir()
+    (subs / "broken" / f"{NB}.ipynb").write_text("{not json")
+    r = course("grade", subs, "--out", out, "--seed", 11, "--jobs", 2)
+    assert r.returncode == 0, r.stderr
+    assert "02.stable_softmax" in r.stdout and "mean" in r.stdout  # the summary table
+    rows = read_csv(out / "grades.csv")
+    ids = sorted(ex.id for ex in all_exercises() if ex.notebook == NB)
+    assert rows[0] == ["student", *ids, "total", "max_total"]
+    table = {row[0]: dict(zip(rows[0], row)) for row in rows[1:]}
+    assert set(table) == {"alice", "bob", "carol", "broken"}
+    assert table["alice"]["total"] == "11" and table["alice"]["max_total"] == "11"
+    assert table["carol"]["total"] == "0" and table["broken"]["total"] == "0"
+    assert 0 < float(table["bob"]["total"]) < 11
+    for student in table:
+        res = json.loads((out / "results" / f"{student}.json").read_text())
+        for e in res["exercises"].values():
+            assert {"points", "max", "status", "message"} <= set(e)
+            assert e["status"] in ("passed", "partial", "failed", "error", "timeout", "not_attempted",
+                                   "forbidden", "missing")
+        html = (out / "feedback" / f"{student}.html").read_text()
+        assert html.startswith("<!DOCTYPE html>") and student in html
+    bob = json.loads((out / "results" / "bob.json").read_text())
+    assert bob["exercises"]["02.stable_softmax"]["mistake"] == "no max subtraction"
+    assert bob["exercises"]["02.cross_entropy"]["status"] == "not_attempted"
+    assert (out / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Nothing lost: re-runs reuse unchanged work, a killed run resumes to the same gradebook
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_rerun_grades_only_new_or_changed_submissions(tmp_path):
+    subs, out = tmp_path / "subs", tmp_path / "out"
+    small_class(subs)
+    first = grade(subs, out, seed=5, jobs=2, limits=FAST, progress=False)
+    assert (first.graded_notebooks, first.reused_notebooks) == (3, 0)
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "results").iterdir()}
+    csv1 = (out / "grades.csv").read_text()
+
+    again = grade(subs, out, jobs=2, limits=FAST, progress=False)  # the seed comes from OUT
+    assert (again.graded_notebooks, again.reused_notebooks) == (0, 3)
+    assert (out / "grades.csv").read_text() == csv1
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "results").iterdir()} == before
+
+    write(subs, "bob", unit02())                     # bob fixes his notebook
+    write(subs, "dave", unit02({"02.stable_softmax": None}))  # a late submission
+    third = grade(subs, out, jobs=2, limits=FAST, progress=False)
+    assert (third.graded_notebooks, third.reused_notebooks) == (2, 2)
+    table = {row[0]: row for row in read_csv(out / "grades.csv")[1:]}
+    assert table["bob"][-2] == "11" and table["dave"][-2] == "8" and table["alice"][-2] == "11"
+    assert (out / "results" / "alice.json").stat().st_mtime_ns == before["alice.json"]
+
+    regraded = grade(subs, out, jobs=2, limits=FAST, progress=False, regrade=("alice",))
+    assert (regraded.graded_notebooks, regraded.reused_notebooks) == (1, 3)
+    fresh = grade(subs, out, jobs=2, limits=FAST, progress=False, new_seed=True)
+    assert fresh.reused_notebooks == 0
+
+
+def test_a_run_killed_with_sigkill_resumes_to_the_same_grades(tmp_path):
+    subs = tmp_path / "subs"
+    small_class(subs, n=2, sleep=0.5)
+    old = tmp_path / "killed"
+    r = course("grade", subs, "--out", old, "--seed", 77, "--jobs", 2, "-q")  # a complete earlier run
+    assert r.returncode == 0, r.stderr
+    old_csv = (old / "grades.csv").read_text()
+    small_class(subs, n=6, sleep=1.0)          # more learners arrive; alice and bob resubmit
+
+    ref = tmp_path / "reference"
+    r = course("grade", subs, "--out", ref, "--seed", 77, "--jobs", 2, "-q")
+    assert r.returncode == 0, r.stderr
+
+    proc = subprocess.Popen([sys.executable, "-m", "course_lib", "grade", str(subs), "--out", str(old), "--jobs", "2",
+                             "-q"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + 120
+    results = old / "results"
+    stamp = {p: p.stat().st_mtime_ns for p in results.iterdir()}
+    while time.monotonic() < deadline:  # wait until some, not all, students are done again
+        done = [p for p in results.glob("*.json") if stamp.get(p) != p.stat().st_mtime_ns]
+        if len(done) >= 2:
+            break
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert 2 <= len(done) < 6
+    # Killed mid-run: the old gradebook is still whole, no temporary file is visible as a result.
+    assert (old / "grades.csv").read_text() == old_csv
+    for p in results.glob("*.json"):
+        json.loads(p.read_text())
+
+    r = course("grade", subs, "--out", old, "--jobs", "2")
+    assert r.returncode == 0, r.stderr
+    reused = int(r.stdout.split(" unchanged and reused")[0].rsplit(" ", 1)[-1])
+    assert reused >= len(done)
+    assert (old / "grades.csv").read_text() == (ref / "grades.csv").read_text()
+    assert not list(old.rglob(".*.tmp"))
+
+
+def test_results_are_written_atomically(tmp_path, monkeypatch):
+    target = tmp_path / "grades.csv"
+    atomic_write(target, "student,total\nalice,11\n")
+
+    def fail(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(OSError):
+        atomic_write(target, "student,total\nalice,0\n")
+    assert target.read_text() == "student,total\nalice,11\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["grades.csv"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Limits and choices
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_per_notebook_limit_stops_a_notebook_not_the_class(tmp_path):
+    subs, out = tmp_path / "subs", tmp_path / "out"
+    write(subs, "slow", unit02(extra_before=["import time\ntime.sleep(2.5)"] * 4))
+    write(subs, "fine", unit02())
+    s = grade(subs, out, seed=3, jobs=2, progress=False,
+              limits=Limits(cell_timeout=10, exercise_timeout=10, notebook_timeout=6))
+    by = {r["student"]: r for r in s.results}
+    assert by["fine"]["total"] == 11
+    slow = by["slow"]["exercises"]
+    assert {e["status"] for e in slow.values()} == {"timeout"}
+    assert all("6 s limit" in e["message"] or "in time" in e["message"] for e in slow.values())
+
+
+def test_same_seed_same_cases_different_seed_different_cases(tmp_path):
+    from course_lib.grading.session import Plan
+
+    ex = next(e for e in all_exercises() if e.id == "02.stable_softmax")
+    a, b, c = Plan.build(ex, 1), Plan.build(ex, 1), Plan.build(ex, 2)
+    assert a.blobs == b.blobs and a.blobs != c.blobs
+    public = len(ex.cases(0, hidden=False))
+    assert len(a.cases) > public
+
+
+def test_output_inside_submissions_is_refused(tmp_path):
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    with pytest.raises(UsageError, match="must not be inside"):
+        grade(subs, subs / "out", progress=False)
+
+
+def test_jobs_default_is_the_number_of_cores():
+    from course_lib.cli import make_parser
+
+    args = make_parser().parse_args(["grade", "x"])
+    assert args.jobs == (os.cpu_count() or 1)
