@@ -241,6 +241,19 @@ def _describe_diff(have: str, want: str) -> str:
     return "notebook metadata or formatting"
 
 
+def quiet_kernel_env(folder: Path) -> dict:
+    """Environment variables that keep kernel start-up chatter out of stored outputs.
+
+    ipykernel logs a warning about its TCP transport at start-up, and that text can land in whichever cell
+    is running when it is flushed, which would make stored outputs unstable. A private IPython directory
+    with ``IPKernelApp.log_level = ERROR`` silences it (the learner's own IPython settings are untouched).
+    """
+    profile = Path(folder) / "ipython" / "profile_default"
+    profile.mkdir(parents=True, exist_ok=True)
+    (profile / "ipython_kernel_config.py").write_text("c.IPKernelApp.log_level = 40  # ERROR\n")
+    return {"IPYTHONDIR": str(Path(folder) / "ipython"), "PYTHONHASHSEED": "0"}
+
+
 def execute_solutions(paths: list, timeout: int = 600) -> list:
     """Run solution notebooks top to bottom and store their outputs (``make execute``).
 
@@ -261,9 +274,19 @@ def execute_solutions(paths: list, timeout: int = 600) -> list:
                 skipped[i] = cell.source
                 cell.source = ""
         start = time.perf_counter()
-        client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                                resources={"metadata": {"path": str(path.parent.resolve())}})
-        client.execute()
+        with tempfile.TemporaryDirectory() as tmp:
+            saved = {k: os.environ.get(k) for k in ("IPYTHONDIR", "PYTHONHASHSEED")}
+            os.environ.update(quiet_kernel_env(Path(tmp)))
+            try:
+                client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                                        resources={"metadata": {"path": str(path.parent.resolve())}})
+                client.execute()
+            finally:
+                for k, v in saved.items():
+                    if v is None:
+                        os.environ.pop(k, None)
+                    else:
+                        os.environ[k] = v
         seconds = time.perf_counter() - start
         for i, src in skipped.items():
             nb.cells[i].source = src

@@ -18,8 +18,9 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 
 def _nbval(path: Path, mode: str, tmp_path: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, MPLBACKEND="module://matplotlib_inline.backend_inline", PYTHONHASHSEED="0",
-               JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"))
+    from course_lib.authoring import quiet_kernel_env
+
+    env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"), **quiet_kernel_env(tmp_path))
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist", mode,
          "--nbval-current-env", "--nbval-cell-timeout=300", "-o", "addopts=", "--rootdir", str(tmp_path), str(path)],
@@ -61,6 +62,9 @@ def test_learner_notebook_checks_all_say_not_attempted(path, tmp_path):
     nb.cells = [c for c in nb.cells if not set(c.metadata.get("tags", [])) & set(SKIP_TAGS)]
     NotebookClient(nb, timeout=300, kernel_name="python3",
                    resources={"metadata": {"path": str(tmp_path)}}).execute()
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            assert out.output_type != "error", f"{path.name}: {out.ename}: {out.evalue}"
     statuses = _check_status(nb)
     expected = {ex.id for ex in for_notebook(path.stem)}
     assert set(statuses) == expected, f"checks shown {sorted(statuses)}, exercises {sorted(expected)}"
