@@ -226,21 +226,28 @@ def _train_sgns(sentences, V: int, d: int, window: int, epochs: int, negatives: 
     W_in = ((torch.rand(V, d, generator=g) - 0.5) / d).requires_grad_()  # small random start
     W_out = torch.zeros(V, d, requires_grad=True)
     opt = torch.optim.Adam([W_in, W_out], lr=lr)
-    for _ in range(epochs):
-        order = torch.randperm(len(pairs), generator=g)
-        for start in range(0, len(pairs), batch_size):
-            batch = pairs[order[start:start + batch_size]]  # (B, 2)
-            neg = torch.multinomial(noise, len(batch) * negatives, replacement=True, generator=g)
-            neg = neg.view(len(batch), negatives)  # (B, k)
-            w = W_in[batch[:, 0]]  # (B, d)
-            pos_score = (w * W_out[batch[:, 1]]).sum(-1)  # (B,)
-            neg_score = (w.unsqueeze(1) * W_out[neg]).sum(-1)  # (B, 1, d) * (B, k, d) -> (B, k)
-            loss = -(F.logsigmoid(pos_score) + F.logsigmoid(-neg_score).sum(-1)).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        if history is not None:
-            history.append(loss.item())
+    # These tensors are tiny: extra threads only add overhead (a lot of it on a busy machine),
+    # and with one thread the sums run in a fixed order, so a seed gives identical vectors.
+    n_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for _ in range(epochs):
+            order = torch.randperm(len(pairs), generator=g)
+            for start in range(0, len(pairs), batch_size):
+                batch = pairs[order[start:start + batch_size]]  # (B, 2)
+                neg = torch.multinomial(noise, len(batch) * negatives, replacement=True, generator=g)
+                neg = neg.view(len(batch), negatives)  # (B, k)
+                w = W_in[batch[:, 0]]  # (B, d)
+                pos_score = (w * W_out[batch[:, 1]]).sum(-1)  # (B,)
+                neg_score = (w.unsqueeze(1) * W_out[neg]).sum(-1)  # (B, 1, d) * (B, k, d) -> (B, k)
+                loss = -(F.logsigmoid(pos_score) + F.logsigmoid(-neg_score).sum(-1)).mean()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            if history is not None:
+                history.append(loss.item())
+    finally:
+        torch.set_num_threads(n_threads)
     return ((W_in + W_out) / 2).detach()
 
 
