@@ -15,12 +15,10 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
 
 from .. import attention as A
 from .. import softmax as S
-from .core import (Call, Case, Exercise, Forbidden, KnownMistake, ModuleInputs, Property, call_watched, compare,
-                   materialize)
+from .core import Case, Exercise, Forbidden, KnownMistake, ModuleInputs, Property
 from .registry import register
 
 NOTEBOOK = "03_attention"
@@ -255,19 +253,6 @@ class HeadValuesFromKeys(A.SelfAttentionHead):
         return self.W_O(A.scaled_dot_product_attention(self.W_Q(x), k, k))
 
 
-class _HeadInputs(ModuleInputs):
-    """ModuleInputs that compare by value (dataclass equality on dicts of tensors is ambiguous)."""
-
-    def __eq__(self, other):
-        if not isinstance(other, ModuleInputs):
-            return NotImplemented
-        return (self.init == other.init and list(self.state) == list(other.state)
-                and compare(list(self.state.values()), list(other.state.values())) is None
-                and compare(list(self.args), list(other.args)) is None)
-
-    __hash__ = None
-
-
 def _head_state(gen, d_model: int, d_head: int) -> dict:
     """A state_dict for ``SelfAttentionHead(d_model, d_head)`` drawn from ``gen`` only."""
     ref = A.SelfAttentionHead(d_model, d_head)
@@ -284,7 +269,7 @@ def _head_cases(gen, hidden):
     for B, T, d_model, d_head in sizes:
         state = _head_state(gen, d_model, d_head)
         x = _randn(gen, B, T, d_model)
-        cases.append(Case((_HeadInputs(dict(d_model=d_model, d_head=d_head), state, (x,)),), {},
+        cases.append(Case((ModuleInputs(dict(d_model=d_model, d_head=d_head), state, (x,)),), {},
                           "basic" if B * T <= 12 else "larger",
                           f"x ({B}, {T}, {d_model}), d_head={d_head}"))
     if not hidden:
@@ -295,47 +280,14 @@ def _head_cases(gen, hidden):
 def _reverse_tokens(case):
     spec = case.args[0]
     (x,) = spec.args
-    return [Case((_HeadInputs(spec.init, spec.state, (x.flip(-2),)),), {}, case.group, "tokens in reverse order")]
+    return [Case((ModuleInputs(spec.init, spec.state, (x.flip(-2),)),), {}, case.group, "tokens in reverse order")]
 
 
 def _permutation_equivariant(case, out, derived) -> bool:
     return bool(torch.allclose(derived[0], out.flip(-2), atol=1e-5, rtol=1e-4))
 
 
-class _ModuleExercise(Exercise):
-    """A module exercise whose stub reports "not attempted" even when its parameters don't load.
-
-    ``Exercise.invoke`` loads the state_dict before calling ``forward``; a class without the expected
-    parameters then fails with a state_dict error although its ``forward`` is still the stub. Here a
-    failed load is retried as a plain forward call: a stub still raises NotImplementedError (not
-    attempted); anything else gets a message naming the parameters the class must define.
-    """
-
-    def invoke(self, obj, call: Call, forbidden=()):
-        spec = materialize(call.args)[0]
-        if not isinstance(spec, ModuleInputs):
-            raise TypeError("module exercises take a ModuleInputs as their only argument")
-
-        def run():
-            module = obj(**spec.init)
-            try:
-                module.load_state_dict(spec.state, strict=True)
-            except RuntimeError:
-                module.eval()
-                with torch.no_grad():
-                    module(*spec.args)  # a stub raises NotImplementedError here
-                want = ", ".join(f"{n} {tuple(t.shape)}" for n, t in spec.state.items())
-                have = ", ".join(f"{n} {tuple(t.shape)}" for n, t in module.state_dict().items()) or "none"
-                raise ValueError(f"{obj.__name__} must define exactly these parameters: {want}; "
-                                 f"yours are: {have}") from None
-            module.eval()
-            with torch.no_grad():
-                return module(*spec.args)
-
-        return call_watched(run, (), {}, forbidden)
-
-
-SELF_ATTENTION_HEAD = _ModuleExercise(
+SELF_ATTENTION_HEAD = Exercise(
     id="03.SelfAttentionHead", notebook=NOTEBOOK, function="SelfAttentionHead", points=5,
     title="A single self-attention head (nn.Module)", minutes=20, kind="module",
     reference=A.SelfAttentionHead, make_cases=_head_cases, atol=1e-5, rtol=1e-4,
