@@ -25,6 +25,7 @@ FAST = Limits(cell_timeout=20, exercise_timeout=20, notebook_timeout=60)
 
 
 def course(*args, timeout=300, **kw):
+    """Run ``python -m course_lib ...`` in a subprocess, as an instructor would."""
     return subprocess.run([sys.executable, "-m", "course_lib", *map(str, args)], cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout, **kw)
 
@@ -53,29 +54,41 @@ def read_csv(path: Path) -> list:
 # ---------------------------------------------------------------------------------------------------
 
 
-def test_help_and_list_exercises():
-    r = course("grade", "--help")
-    assert r.returncode == 0
+def cli(capsys, *args) -> tuple:
+    """Run ``course ...`` in this process: (exit status, stdout, stderr)."""
+    from course_lib.cli import main
+
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as e:  # argparse's --help and usage errors
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_help_and_list_exercises(capsys):
+    code, out, _ = cli(capsys, "grade", "--help")
+    assert code == 0
     for opt in ("--out", "--seed", "--jobs", "--list-exercises", "--cell-timeout", "--no-sandbox"):
-        assert opt in r.stdout
-    r = course("grade", "--list-exercises")
-    assert r.returncode == 0
+        assert opt in out
+    code, out, _ = cli(capsys, "grade", "--list-exercises")
+    assert code == 0
     for ex in all_exercises():
-        line = next(ln for ln in r.stdout.splitlines() if ln.startswith(ex.id + " "))
+        line = next(ln for ln in out.splitlines() if ln.startswith(ex.id + " "))
         assert ex.notebook in line and f"{ex.points:g}" in line.split()
 
 
-def test_misuse_exits_2_with_one_line(tmp_path):
-    r = course("grade", tmp_path / "nope", "--out", tmp_path / "out")
-    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "no such folder" in r.stderr
+def test_misuse_exits_2_with_one_line(tmp_path, capsys):
+    code, _, err = cli(capsys, "grade", tmp_path / "nope", "--out", tmp_path / "out")
+    assert code == 2 and err.strip().count("\n") == 0 and "no such folder" in err
     (tmp_path / "subs").mkdir()
     (tmp_path / "afile").write_text("x")
-    r = course("grade", tmp_path / "subs", "--out", tmp_path / "afile" / "out")
-    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "cannot write" in r.stderr
-    r = course("grade")
-    assert r.returncode == 2 and "SUBMISSIONS" in r.stderr
-    r = course("grade", tmp_path / "subs", "--out", tmp_path / "out", "--jobs", "0")
-    assert r.returncode == 2
+    code, _, err = cli(capsys, "grade", tmp_path / "subs", "--out", tmp_path / "afile" / "out")
+    assert code == 2 and err.strip().count("\n") == 0 and "cannot write" in err
+    code, _, err = cli(capsys, "grade")
+    assert code == 2 and "SUBMISSIONS" in err
+    code, _, err = cli(capsys, "grade", tmp_path / "subs", "--out", tmp_path / "out", "--jobs", "0")
+    assert code == 2 and "--jobs" in err
 
 
 def test_cli_grades_a_class_and_writes_every_output(tmp_path):
@@ -142,42 +155,41 @@ def test_rerun_grades_only_new_or_changed_submissions(tmp_path):
 
 def test_a_run_killed_with_sigkill_resumes_to_the_same_grades(tmp_path):
     subs = tmp_path / "subs"
-    small_class(subs, n=2, sleep=0.5)
-    old = tmp_path / "killed"
-    r = course("grade", subs, "--out", old, "--seed", 77, "--jobs", 2, "-q")  # a complete earlier run
-    assert r.returncode == 0, r.stderr
-    old_csv = (old / "grades.csv").read_text()
-    small_class(subs, n=6, sleep=1.0)          # more learners arrive; alice and bob resubmit
+    small_class(subs, n=2)
+    killed = tmp_path / "killed"
+    grade(subs, killed, seed=77, jobs=2, limits=FAST, progress=False)  # an earlier, complete run
+    old_csv = (killed / "grades.csv").read_text()
+    small_class(subs, n=6, sleep=0.8)          # more learners arrive; alice and bob resubmit
 
-    ref = tmp_path / "reference"
-    r = course("grade", subs, "--out", ref, "--seed", 77, "--jobs", 2, "-q")
-    assert r.returncode == 0, r.stderr
+    reference = tmp_path / "reference"
+    grade(subs, reference, seed=77, jobs=2, limits=FAST, progress=False)  # never interrupted
 
-    proc = subprocess.Popen([sys.executable, "-m", "course_lib", "grade", str(subs), "--out", str(old), "--jobs", "2",
-                             "-q"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    args = [sys.executable, "-m", "course_lib", "grade", str(subs), "--out", str(killed), "--jobs", "2", "-q",
+            "--cell-timeout", "20", "--exercise-timeout", "20", "--notebook-timeout", "60"]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
-    deadline = time.monotonic() + 120
-    results = old / "results"
+    results = killed / "results"
     stamp = {p: p.stat().st_mtime_ns for p in results.iterdir()}
-    while time.monotonic() < deadline:  # wait until some, not all, students are done again
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # wait until some, not all, students are done
         done = [p for p in results.glob("*.json") if stamp.get(p) != p.stat().st_mtime_ns]
         if len(done) >= 2:
             break
-        time.sleep(0.1)
+        time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert 2 <= len(done) < 6
-    # Killed mid-run: the old gradebook is still whole, no temporary file is visible as a result.
-    assert (old / "grades.csv").read_text() == old_csv
+    # Killed mid-run: the old gradebook is still whole, and every result file is complete JSON.
+    assert (killed / "grades.csv").read_text() == old_csv
     for p in results.glob("*.json"):
         json.loads(p.read_text())
 
-    r = course("grade", subs, "--out", old, "--jobs", "2")
+    r = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)  # started again
     assert r.returncode == 0, r.stderr
     reused = int(r.stdout.split(" unchanged and reused")[0].rsplit(" ", 1)[-1])
     assert reused >= len(done)
-    assert (old / "grades.csv").read_text() == (ref / "grades.csv").read_text()
-    assert not list(old.rglob(".*.tmp"))
+    assert (killed / "grades.csv").read_text() == (reference / "grades.csv").read_text()
+    assert not list(killed.rglob(".*.tmp"))
 
 
 def test_results_are_written_atomically(tmp_path, monkeypatch):

@@ -76,9 +76,6 @@ def _fail(msg: str) -> int:
 
 
 def run(args) -> int:
-    from .runner import UsageError, grade
-    from .report import summary_table
-
     if args.list_exercises:
         return list_exercises()
     if not args.submissions:
@@ -93,6 +90,16 @@ def run(args) -> int:
     if args.jobs < 1:
         return _fail("--jobs must be at least 1")
     mode = "none" if args.no_sandbox else "bwrap" if args.require_sandbox else "auto"
+    subs, out = Path(args.submissions), Path(args.out)
+    if not subs.is_dir():  # the cheap checks first, before torch is imported
+        return _fail(f"{subs}: no such folder (expected SUBMISSIONS/<student>/<NN_slug>.ipynb)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        return _fail(f"cannot write to the output folder {out}: {e.strerror or e}")
+    from .report import summary_table
+    from .runner import UsageError, grade
+
     try:
         summary = grade(Path(args.submissions), Path(args.out), seed=args.seed, new_seed=args.new_seed,
                         jobs=args.jobs, limits=limits, sandbox=mode, units=units, regrade=tuple(args.regrade),

@@ -334,6 +334,7 @@ def _grade(submissions, out, seed, new_seed, jobs, limits, sandbox_mode, units, 
                         finish_student(st)
                 bar.step(f"{st.name} {stem}")
     finally:
+        ctx.stop_servers()
         torch.set_num_threads(threads_before)
         bar.close()
 

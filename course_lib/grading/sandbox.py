@@ -102,11 +102,21 @@ class Sandbox:
     def uid_for(self, slot: int) -> Optional[int]:
         return self.uid_base + slot if self.drop_uid else None
 
-    def command(self, slot: int, limits: Limits, scratch: Path) -> tuple:
-        """``(argv, env, cwd)`` to start a worker in ``slot`` with host scratch folder ``scratch``."""
+    @property
+    def fork_server(self) -> bool:
+        """Whether workers are forked from a per-slot server (see :mod:`.worker`).
+
+        Only where one notebook's worker cannot reach the next one's: under bubblewrap (the server
+        kills every other process of its PID namespace and wipes /tmp between workers) or with a
+        user id of their own (killed as a whole). As root without either, each notebook gets a fresh
+        process instead.
+        """
+        return self.kind == "bubblewrap" or self.drop_uid
+
+    def child_config(self, slot: int, limits: Limits, scratch: Optional[Path]) -> dict:
+        """The limits and user a worker applies to itself before any learner code runs."""
         uid = self.uid_for(slot)
-        inner_scratch = BWRAP_SCRATCH if self.kind == "bubblewrap" else str(scratch)
-        cfg = {
+        return {
             "rlimits": {
                 "RLIMIT_AS": limits.memory_mb << 20,
                 "RLIMIT_CPU": int(limits.notebook_timeout * 1.5 + 30),
@@ -115,19 +125,25 @@ class Sandbox:
                 **({"RLIMIT_NPROC": limits.max_procs} if uid is not None else {}),
             },
             "uid": uid, "gid": uid,
-            "scratch": inner_scratch,
-            "unshare_net": self.kind != "bubblewrap" and os.geteuid() == 0 and sys.platform.startswith("linux"),
+            "scratch": BWRAP_SCRATCH if self.kind == "bubblewrap" else str(scratch),
             "pid_namespace": self.kind == "bubblewrap",
         }
-        py = [worker_python(), "-I", "-c", BOOT.format(root=str(PROJECT_ROOT)), json.dumps(cfg)]
-        env = worker_env(inner_scratch)
-        if self.kind != "bubblewrap":
-            return py, env, str(scratch)
-        return [*self.bwrap_args(limits, drop=uid is not None), "--", *py], env, "/"
 
-    def bwrap_args(self, limits: Limits, drop: bool) -> list:
+    def command(self, cfg: dict, entry: str = "main") -> tuple:
+        """``(argv, env, cwd)`` for a worker (``entry="main"``) or a fork server (``"zygote_main"``)."""
+        cfg = dict(cfg, unshare_net=self.kind != "bubblewrap" and os.geteuid() == 0 and sys.platform.startswith("linux"),
+                   pid_namespace=self.kind == "bubblewrap")
+        boot = BOOT.format(root=str(PROJECT_ROOT)).replace("import main; main(", f"import {entry}; {entry}(")
+        py = [worker_python(), "-I", "-c", boot, json.dumps(cfg)]
+        scratch = cfg.get("scratch") or str(self.tmp_root)
+        env = worker_env(scratch)
+        if self.kind != "bubblewrap":
+            return py, env, str(self.tmp_root)
+        return [*self.bwrap_args(cfg.get("limits_scratch_mb", 512), drop=self.drop_uid), "--", *py], env, "/"
+
+    def bwrap_args(self, scratch_mb: int, drop: bool) -> list:
         args = [self.bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
-                "--perms", "1777", "--size", str(limits.scratch_mb << 20), "--tmpfs", "/tmp"]
+                "--perms", "1777", "--size", str(scratch_mb << 20), "--tmpfs", "/tmp"]
         homes, exposed = hidden_homes(), exposed_paths()
         for h in homes:
             args += ["--tmpfs", h]
@@ -153,18 +169,28 @@ class Sandbox:
         return args
 
     def start(self, slot: int, limits: Limits) -> tuple:
-        """Start a worker: ``(Popen, host scratch folder)``."""
+        """Start a single worker process: ``(Popen, host scratch folder)``."""
         scratch = Path(tempfile.mkdtemp(prefix="w", dir=self.tmp_root))
         uid = self.uid_for(slot)
         if uid is not None and self.kind != "bubblewrap":
             os.chown(scratch, uid, uid)
-        argv, env, cwd = self.command(slot, limits, scratch)
+        cfg = self.child_config(slot, limits, scratch)
+        cfg["limits_scratch_mb"] = limits.scratch_mb
+        argv, env, cwd = self.command(cfg)
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 env=env, cwd=cwd, start_new_session=True, close_fds=True)
         return proc, scratch
 
-    def cleanup(self, proc: subprocess.Popen, slot: int, scratch: Path) -> None:
-        """Kill the worker and everything it started; remove its scratch folder."""
+    def start_server(self, slot: int, limits: Limits, control_fd: int) -> subprocess.Popen:
+        """Start the fork server of ``slot``; it talks over the inherited ``control_fd``."""
+        cfg = {"control_fd": control_fd, "scratch": str(self.tmp_root / f"slot{slot}"),
+               "limits_scratch_mb": limits.scratch_mb}
+        argv, env, cwd = self.command(cfg, entry="zygote_main")
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                env=env, cwd=cwd, start_new_session=True, close_fds=True, pass_fds=(control_fd,))
+
+    def cleanup(self, proc: subprocess.Popen, slot: int, scratch: Optional[Path]) -> None:
+        """Kill a worker (or server) and everything it started; remove its scratch folder."""
         _kill_group(proc)
         uid = self.uid_for(slot)
         if uid is not None and self.kind != "bubblewrap":
@@ -179,7 +205,8 @@ class Sandbox:
                     stream.close()
             except OSError:
                 pass
-        shutil.rmtree(scratch, ignore_errors=True)
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

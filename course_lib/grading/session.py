@@ -28,6 +28,7 @@ import hashlib
 import json
 import queue
 import re
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -126,58 +127,45 @@ class WorkerGone(Exception):
         self.timeout = timeout
 
 
-class WorkerHandle:
-    """A running worker: messages in, messages out (each wait bounded), killed on any fault."""
+class _Channel:
+    """Messages to and from one worker, every wait bounded; subclasses say how it started and ends."""
 
-    def __init__(self, sandbox: Sandbox, slot: int, limits: Limits):
-        self.sandbox, self.slot, self.limits = sandbox, slot, limits
-        self.proc, self.scratch = sandbox.start(slot, limits)
+    def __init__(self, limits: Limits, bubblewrap: bool):
+        self.limits, self.bubblewrap = limits, bubblewrap
         self.messages: queue.Queue = queue.Queue()
-        self.stderr_tail = b""
-        self.stderr_bytes = 0
         self.confinement: dict = {}
         self._closed = False
-        self._reader = threading.Thread(target=self._read_loop, daemon=True)
-        self._reader.start()
-        self._err = threading.Thread(target=self._drain_stderr, daemon=True)
-        self._err.start()
+        self._status: Optional[str] = None
 
-    def _read_loop(self) -> None:
-        max_bytes = (self.limits.max_value_mb << 20) + (1 << 20)
-        try:
-            while True:
-                self.messages.put(wire.read_message(self.proc.stdout, max_bytes, PROTOCOL_HEADER_MAX))
-        except EOFError:
-            self.messages.put(("eof", None))
-        except wire.WireError as e:
-            self.messages.put(("bad", f"the worker sent malformed data ({e})"))
-        except (OSError, ValueError) as e:
-            self.messages.put(("eof", str(e)))
+    def _start_reader(self, stream) -> None:
+        def loop():
+            max_bytes = (self.limits.max_value_mb << 20) + (1 << 20)
+            try:
+                while True:
+                    self.messages.put(wire.read_message(stream, max_bytes, PROTOCOL_HEADER_MAX))
+            except EOFError:
+                self.messages.put(("eof", None))
+            except wire.WireError as e:
+                self.messages.put(("bad", f"the worker sent malformed data ({e})"))
+            except (OSError, ValueError) as e:
+                self.messages.put(("eof", str(e)))
 
-    def _drain_stderr(self) -> None:
-        keep = self.limits.max_output_kb << 10
-        try:
-            while True:
-                chunk = self.proc.stderr.read1(65536) if hasattr(self.proc.stderr, "read1") else self.proc.stderr.read(65536)
-                if not chunk:
-                    return
-                self.stderr_bytes += len(chunk)
-                self.stderr_tail = (self.stderr_tail + chunk)[-keep:]
-        except (OSError, ValueError):
-            return
+        threading.Thread(target=loop, daemon=True).start()
+
+    def _write(self, data: bytes) -> None:
+        raise NotImplementedError
 
     def send(self, header: dict, blobs: list = (), deadline: Optional[float] = None) -> None:
         data = wire.message_bytes(header, list(blobs))
         timer = None
-        if deadline is not None:
+        if deadline is not None:  # a worker that stops reading is killed, which ends the write
             timer = threading.Timer(max(0.0, deadline - time.monotonic()), self.kill)
             timer.daemon = True
             timer.start()
         try:
-            self.proc.stdin.write(data)
-            self.proc.stdin.flush()
+            self._write(data)
         except (OSError, ValueError):
-            raise WorkerGone(self._death_reason()) from None
+            raise WorkerGone(self.death_reason()) from None
         finally:
             if timer is not None:
                 timer.cancel()
@@ -190,19 +178,56 @@ class WorkerHandle:
             raise WorkerGone(f"{what} did not finish in time", timeout=True) from None
         header, blobs = item
         if header == "eof":
-            raise WorkerGone(self._death_reason())
+            raise WorkerGone(self.death_reason())
         if header == "bad":
             self.kill()
             raise WorkerGone(blobs)
         return header, blobs
 
-    def _death_reason(self) -> str:
-        try:
-            rc = self.proc.wait(timeout=5)
-        except Exception:  # noqa: BLE001
+    def diagnostics(self) -> str:
+        return ""
+
+    def death_reason(self) -> str:
+        raise NotImplementedError
+
+    def kill(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        if not self._closed:
+            try:
+                self._write(wire.message_bytes({"op": "bye"}))
+            except Exception:  # noqa: BLE001
+                pass
             self.kill()
-            rc = self.proc.returncode
-        return describe_exit(rc, self.sandbox.kind == "bubblewrap")
+
+
+class ProcessWorker(_Channel):
+    """A worker in a process of its own (stdin/stdout carry the protocol)."""
+
+    def __init__(self, sandbox: Sandbox, slot: int, limits: Limits):
+        super().__init__(limits, sandbox.kind == "bubblewrap")
+        self.sandbox, self.slot = sandbox, slot
+        self.proc, self.scratch = sandbox.start(slot, limits)
+        self.stderr = _Drain(self.proc.stderr, limits.max_output_kb << 10)
+        self._start_reader(self.proc.stdout)
+
+    def _write(self, data: bytes) -> None:
+        self.proc.stdin.write(data)
+        self.proc.stdin.flush()
+
+    def diagnostics(self) -> str:
+        return self.stderr.tail()
+
+    def death_reason(self) -> str:
+        if self._status is None:
+            try:
+                rc = self.proc.wait(timeout=5)
+            except Exception:  # noqa: BLE001
+                self.kill()
+                rc = self.proc.returncode
+            self._status = describe_exit(rc, self.bubblewrap)
+        return self._status
 
     def kill(self) -> None:
         if not self._closed:
@@ -212,12 +237,158 @@ class WorkerHandle:
     def close(self) -> None:
         if not self._closed:
             try:
-                self.proc.stdin.write(wire.message_bytes({"op": "bye"}))
-                self.proc.stdin.flush()
+                self._write(wire.message_bytes({"op": "bye"}))
                 self.proc.wait(timeout=2)
             except Exception:  # noqa: BLE001
                 pass
             self.kill()
+
+
+class _Drain:
+    """Reads a stream to its end, keeping only the last ``keep`` bytes."""
+
+    def __init__(self, stream, keep: int):
+        self.data, self.total, self.keep = b"", 0, keep
+        self.lock = threading.Lock()
+
+        def loop():
+            try:
+                while True:
+                    chunk = stream.read1(65536)
+                    if not chunk:
+                        return
+                    with self.lock:
+                        self.total += len(chunk)
+                        self.data = (self.data + chunk)[-self.keep:]
+            except (OSError, ValueError):
+                return
+
+        threading.Thread(target=loop, daemon=True).start()
+
+    def tail(self, lines: int = 3) -> str:
+        with self.lock:
+            text = self.data.decode("utf-8", "replace")
+        return " | ".join(text.strip().splitlines()[-lines:])
+
+
+class ForkServer:
+    """The fork server of one slot (see :func:`.worker.zygote_main`), seen from the grader."""
+
+    def __init__(self, sandbox: Sandbox, slot: int, limits: Limits):
+        self.sandbox, self.slot, self.limits = sandbox, slot, limits
+        self.ctl, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self.proc = sandbox.start_server(slot, limits, theirs.fileno())
+        finally:
+            theirs.close()
+        self.stderr = _Drain(self.proc.stderr, limits.max_output_kb << 10)
+        self.lock = threading.Lock()
+        try:
+            reply = self._recv(limits.startup_timeout)
+        except WorkerGone as e:
+            self.stop()
+            tail = self.stderr.tail()
+            raise WorkerGone(f"the worker could not start ({e.reason})" + (f": {tail}" if tail else "")) from None
+        if reply.get("op") != "ready":
+            self.stop()
+            raise WorkerGone("the worker could not start")
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def _recv(self, timeout: float) -> dict:
+        self.ctl.settimeout(timeout)
+        try:
+            data = self.ctl.recv(1 << 16)
+        except (socket.timeout, OSError):
+            raise WorkerGone("the fork server did not answer", timeout=True) from None
+        if not data:
+            raise WorkerGone("the fork server ended")
+        return json.loads(data)
+
+    def request(self, msg: dict, fds: tuple = (), timeout: float = 30.0) -> dict:
+        with self.lock:
+            try:
+                if fds:
+                    socket.send_fds(self.ctl, [json.dumps(msg).encode()], list(fds))
+                else:
+                    self.ctl.send(json.dumps(msg).encode())
+                return self._recv(timeout)
+            except (OSError, ValueError):
+                raise WorkerGone("the fork server ended") from None
+
+    def spawn(self, cfg: dict) -> tuple:
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            reply = self.request({"op": "spawn", "cfg": cfg}, (theirs.fileno(),))
+        finally:
+            theirs.close()
+        if reply.get("op") != "spawned":
+            mine.close()
+            raise WorkerGone("the fork server could not start a worker")
+        return reply["pid"], mine
+
+    def reap(self, kill: bool, grace: float = 1.0) -> dict:
+        return self.request({"op": "reap", "kill": kill, "grace": grace}, timeout=60.0)
+
+    def stop(self) -> None:
+        try:
+            self.ctl.close()
+        except OSError:
+            pass
+        self.sandbox.cleanup(self.proc, self.slot, None)
+
+
+class ForkedWorker(_Channel):
+    """A worker forked by the slot's :class:`ForkServer`; a socket carries the protocol."""
+
+    def __init__(self, server: ForkServer, sandbox: Sandbox, slot: int, limits: Limits):
+        super().__init__(limits, sandbox.kind == "bubblewrap")
+        self.server = server
+        scratch = None if sandbox.kind == "bubblewrap" else sandbox.tmp_root / f"w{slot}"
+        self.pid, self.sock = server.spawn(sandbox.child_config(slot, limits, scratch))
+        self._start_reader(self.sock.makefile("rb"))
+
+    def _write(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def diagnostics(self) -> str:
+        return self.server.stderr.tail()
+
+    def _end(self, kill: bool) -> None:
+        if self._status is None:
+            try:
+                st = self.server.reap(kill=kill)
+                rc = -st["signal"] if "signal" in st else st.get("exit")
+                self._status = describe_exit(rc, bubblewrap=False)
+                if st.get("killed_by_grader") and not kill:
+                    self._status = "the worker process stopped answering"
+            except WorkerGone as e:
+                self.server.stop()
+                self._status = f"the worker process ended ({e.reason})"
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+
+    def death_reason(self) -> str:
+        self._end(kill=False)
+        return self._status
+
+    def kill(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._end(kill=True)
+
+    def close(self) -> None:
+        if not self._closed:
+            try:
+                self._write(wire.message_bytes({"op": "bye"}))
+            except Exception:  # noqa: BLE001
+                pass
+            self._closed = True
+            self._end(kill=False)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -315,6 +486,26 @@ class Context:
     plans: dict                  # exercise id -> Plan
     run_all_cells: bool = False
     slots: Optional[queue.Queue] = None
+    servers: dict = field(default_factory=dict)   # slot -> ForkServer (used by one thread at a time)
+
+    def new_worker(self, slot: int) -> _Channel:
+        """A fresh worker for ``slot``: forked by the slot's server, or a process of its own."""
+        if not self.sandbox.fork_server:
+            return ProcessWorker(self.sandbox, slot, self.limits)
+        server = self.servers.get(slot)
+        if server is None or not server.alive:
+            server = self.servers[slot] = ForkServer(self.sandbox, slot, self.limits)
+        try:
+            return ForkedWorker(server, self.sandbox, slot, self.limits)
+        except WorkerGone:
+            server.stop()
+            self.servers.pop(slot, None)
+            raise
+
+    def stop_servers(self) -> None:
+        for server in self.servers.values():
+            server.stop()
+        self.servers.clear()
 
 
 def _report(ex: Exercise, status: str, message: str, **extra) -> dict:
@@ -329,7 +520,7 @@ class NotebookGrader:
     def __init__(self, nb: NotebookFile, exercises: list, ctx: Context, slot: int):
         self.nb, self.exercises, self.ctx, self.slot = nb, exercises, ctx, slot
         self.limits = ctx.limits
-        self.worker: Optional[WorkerHandle] = None
+        self.worker: Optional[_Channel] = None
         self.cell_results: dict = {}
         self.fatal: dict = {}
         self.defined: dict = {}
@@ -391,8 +582,8 @@ class NotebookGrader:
         if time.monotonic() >= self.deadline:
             raise WorkerGone(f"the notebook used up its {self.limits.notebook_timeout:g} s limit", timeout=True)
         self.started_workers += 1
-        w = self.worker = WorkerHandle(self.ctx.sandbox, self.slot, self.limits)
         deadline = self._remaining(self.limits.startup_timeout)
+        w = self.worker = self.ctx.new_worker(self.slot)
         try:
             header, _ = w.receive(deadline, "starting the worker")
             if header.get("op") != "ready":
@@ -404,10 +595,10 @@ class NotebookGrader:
             if header.get("op") != "setup_done":
                 raise WorkerGone("the worker did not set up properly")
         except WorkerGone as e:
-            tail = w.stderr_tail.decode("utf-8", "replace").strip().splitlines()[-3:]
+            tail = w.diagnostics()
             w.kill()
             self.worker = None
-            raise WorkerGone(f"{e.reason}" + (f" ({' | '.join(tail)})" if tail else ""), e.timeout) from None
+            raise WorkerGone(f"{e.reason}" + (f" ({tail})" if tail else ""), e.timeout) from None
 
     def _run_cells(self, cells: list, where: dict, specs: list) -> None:
         """Bring a worker to the state after the last needed cell, restarting past fatal cells."""
@@ -638,5 +829,4 @@ def grade_notebook(nb: NotebookFile, exercises: list, ctx: Context) -> dict:
             ctx.slots.put(slot)
 
 
-__all__ = ["Plan", "Context", "grade_notebook", "exercise_seed", "still_a_stub", "WorkerHandle", "WorkerGone",
-           "PASSED", "Call"]
+__all__ = ["Plan", "Context", "grade_notebook", "exercise_seed", "still_a_stub", "ForkServer", "WorkerGone"]

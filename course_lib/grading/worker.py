@@ -73,11 +73,19 @@ def _libc():
     return ctypes.CDLL(name, use_errno=True) if name else None
 
 
+def unshare_network() -> str:
+    """Give this process (and its children) a network namespace of its own: no network (needs root)."""
+    libc = _libc() if sys.platform.startswith("linux") else None
+    CLONE_NEWNET = 0x40000000
+    if libc is not None and libc.unshare(CLONE_NEWNET) == 0:
+        return "isolated (own network namespace)"
+    return "not isolated"
+
+
 def confine(cfg: dict) -> dict:
-    """Apply limits, isolation and the user switch described by ``cfg``; report what was achieved."""
+    """Apply limits and the user switch described by ``cfg``; report what was achieved."""
     done: dict = {"limits": {}}
-    limits = cfg.get("rlimits", {})
-    for name, value in limits.items():
+    for name, value in cfg.get("rlimits", {}).items():
         res = getattr(resource, name, None)
         if res is None:
             continue
@@ -90,16 +98,13 @@ def confine(cfg: dict) -> dict:
             done["limits"][name] = value
         except (ValueError, OSError):
             pass
-    libc = _libc() if sys.platform.startswith("linux") else None
-    if cfg.get("unshare_net") and libc is not None:
-        CLONE_NEWNET = 0x40000000
-        done["network"] = "isolated (own network namespace)" if libc.unshare(CLONE_NEWNET) == 0 else "not isolated"
     uid, gid = cfg.get("uid"), cfg.get("gid")
     if uid is not None and os.getuid() == 0:
         os.setgroups([])
         os.setgid(int(gid))
         os.setuid(int(uid))
     done["uid"] = os.getuid()
+    libc = _libc() if sys.platform.startswith("linux") else None
     if libc is not None:
         PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
         libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
@@ -111,6 +116,11 @@ def confine(cfg: dict) -> dict:
     os.chdir(scratch)
     for sub in ("tmp", ".config/matplotlib"):
         os.makedirs(os.path.join(scratch, sub), exist_ok=True)
+    os.environ.update(HOME=scratch, TMPDIR=os.path.join(scratch, "tmp"),
+                      MPLCONFIGDIR=os.path.join(scratch, ".config", "matplotlib"))
+    import tempfile
+
+    tempfile.tempdir = None
     return done
 
 
@@ -358,7 +368,6 @@ class Worker:
 
         from ..exercises import core, registry
 
-        torch.set_num_threads(1)
         mpl = msg.get("mpl_cache")
         if mpl and mpl.get("name", "").startswith("fontlist"):
             path = os.path.join(os.environ.get("MPLCONFIGDIR", "."), os.path.basename(mpl["name"]))
@@ -584,12 +593,25 @@ def _strip_magics(source: str) -> str:
     return "\n".join(out)
 
 
-def main(config_json: str) -> None:
-    cfg = json.loads(config_json)
-    # The protocol moves to private descriptors (not inherited by child processes); the learner's
-    # stdin is empty and their stdout joins stderr, which the grader drains and caps.
-    inp = os.fdopen(os.dup(0), "rb", buffering=0)
-    out = os.fdopen(os.dup(1), "wb", buffering=1 << 16)
+def _import_everything() -> None:
+    """What every notebook needs, imported once (in the fork server) or at start (single worker)."""
+    import numpy  # noqa: F401
+    import torch
+
+    from ..exercises import registry
+    from . import wire  # noqa: F401 - captures torch functions now, before any learner code
+
+    torch.set_num_threads(1)
+    registry.load_all()
+    try:
+        import IPython.core.interactiveshell  # noqa: F401
+        import traitlets.config  # noqa: F401
+    except ImportError:
+        pass
+
+
+def _learner_process(inp, out, cfg: dict, network: str = None) -> None:
+    """Confine this process, then serve the grader; learner code runs only after this point."""
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.dup2(2, 1)
@@ -599,10 +621,8 @@ def main(config_json: str) -> None:
     except BaseException as e:  # noqa: BLE001
         sys.stderr.write(f"confinement failed: {e}\n")
         os._exit(4)
-    import numpy  # noqa: F401 - imported before learner code, like torch
-
-    from . import wire  # noqa: F401 - captures torch functions now, before learner code
-
+    if network:
+        done["network"] = network
     sys.stdout, sys.stderr = Sink(1), Sink(2)
     sys.stdin = io.TextIOWrapper(io.BytesIO(b""))
 
@@ -611,3 +631,165 @@ def main(config_json: str) -> None:
 
     builtins.input = no_input
     Worker(inp, out, done).serve()
+
+
+def main(config_json: str) -> None:
+    """A single worker process: the protocol is on stdin/stdout."""
+    cfg = json.loads(config_json)
+    # The protocol moves to private descriptors (not inherited by child processes); the learner's
+    # stdin is empty and their stdout joins stderr, which the grader drains and caps.
+    inp = os.fdopen(os.dup(0), "rb", buffering=0)
+    out = os.fdopen(os.dup(1), "wb", buffering=1 << 16)
+    network = unshare_network() if cfg.get("unshare_net") else None
+    _import_everything()
+    _learner_process(inp, out, cfg, network)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The fork server: imports once, forks a fresh confined worker per notebook
+# ---------------------------------------------------------------------------------------------------
+
+
+def _send_json(sock, msg: dict) -> None:
+    sock.send(json.dumps(msg).encode())
+
+
+def _kill_everything_else(cfg: dict, child_pid: int, uid) -> None:
+    """Kill the worker, its process group, and whatever it left behind."""
+    for target in (lambda: os.killpg(child_pid, signal.SIGKILL), lambda: os.kill(child_pid, signal.SIGKILL)):
+        try:
+            target()
+        except OSError:
+            pass
+    if uid is not None:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.setgid(int(uid))
+                os.setuid(int(uid))
+                os.kill(-1, signal.SIGKILL)
+            except BaseException:  # noqa: BLE001
+                pass
+            os._exit(0)
+        os.waitpid(pid, 0)
+    if cfg.get("pid_namespace"):  # everything in this sandbox but the init and the fork server
+        me = os.getpid()
+        for entry in os.listdir("/proc"):
+            if entry.isdigit() and int(entry) not in (1, me):
+                try:
+                    os.kill(int(entry), signal.SIGKILL)
+                except OSError:
+                    pass
+
+
+def _reap(cfg: dict, pid: int, kill: bool, grace: float) -> dict:
+    status = None
+    end = time.monotonic() + (0 if kill else grace)
+    while True:
+        done, st = os.waitpid(pid, os.WNOHANG)
+        if done:
+            status = st
+            break
+        if time.monotonic() >= end:
+            break
+        time.sleep(0.01)
+    _kill_everything_else(cfg, pid, cfg.get("uid"))
+    if status is None:
+        _, status = os.waitpid(pid, 0)
+        killed = True
+    else:
+        killed = False
+    while True:  # zombies of anything else this server started
+        try:
+            if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                break
+        except ChildProcessError:
+            break
+    if os.WIFSIGNALED(status):
+        return {"signal": os.WTERMSIG(status), "killed_by_grader": killed}
+    return {"exit": os.WEXITSTATUS(status), "killed_by_grader": killed}
+
+
+def _fresh_scratch(cfg: dict) -> None:
+    import shutil
+
+    scratch = cfg["scratch"]
+    roots = ["/tmp", "/dev/shm"] if cfg.get("pid_namespace") else [scratch]
+    for root in roots:
+        if os.path.isdir(root):
+            for entry in os.listdir(root):
+                path = os.path.join(root, entry)
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    try:
+                        os.unlink(path)
+                    except OSError:
+                        pass
+    os.makedirs(scratch, exist_ok=True)
+    if cfg.get("uid") is not None:
+        os.chown(scratch, int(cfg["uid"]), int(cfg["gid"]))
+
+
+def zygote_main(config_json: str) -> None:
+    """The fork server of one parallel slot. It never runs learner code.
+
+    Requests come as JSON datagrams on a SOCK_SEQPACKET control socket: ``spawn`` (with the new
+    worker's channel attached as a file descriptor) forks a worker into a wiped scratch folder;
+    ``reap`` waits for it (or kills it), kills whatever it left behind and reports how it ended.
+    """
+    import socket
+
+    cfg = json.loads(config_json)
+    ctl = socket.socket(fileno=int(cfg["control_fd"]))
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(2, 1)
+    os.close(null)
+    libc = _libc() if sys.platform.startswith("linux") else None
+    if libc is not None:
+        PR_SET_PDEATHSIG, PR_SET_DUMPABLE = 1, 4
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)  # workers of the same user cannot ptrace the server
+    network = unshare_network() if cfg.get("unshare_net") else None
+    _import_everything()
+    _send_json(ctl, {"op": "ready"})
+    child = None
+    while True:
+        try:
+            data, fds, _, _ = socket.recv_fds(ctl, 1 << 16, 2)
+        except OSError:
+            os._exit(0)
+        if not data:
+            os._exit(0)
+        req = json.loads(data)
+        if req["op"] == "spawn" and fds:
+            ccfg = dict(req["cfg"], pid_namespace=cfg.get("pid_namespace"))
+            _fresh_scratch(ccfg)
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    ctl.close()
+                    os.setsid()
+                    inp = os.fdopen(os.dup(fds[0]), "rb", buffering=0)
+                    out = os.fdopen(os.dup(fds[0]), "wb", buffering=1 << 16)
+                    for fd in fds:
+                        os.close(fd)
+                    _learner_process(inp, out, ccfg, network)
+                finally:
+                    os._exit(5)
+            for fd in fds:
+                os.close(fd)
+            child = (pid, ccfg)
+            _send_json(ctl, {"op": "spawned", "pid": pid})
+        elif req["op"] == "reap" and child is not None:
+            status = _reap(child[1], child[0], bool(req.get("kill")), float(req.get("grace", 1.0)))
+            _fresh_scratch(child[1])
+            child = None
+            _send_json(ctl, {"op": "reaped", **status})
+        elif req["op"] == "exit":
+            os._exit(0)
+        else:
+            for fd in fds:
+                os.close(fd)
+            _send_json(ctl, {"op": "error", "error": f"unexpected request {req.get('op')!r}"})
