@@ -496,7 +496,7 @@ class Exercise:
 
             def run():
                 module = obj(**spec.init)
-                module.load_state_dict(spec.state, strict=True)
+                _load_parameters(module, spec.state, self.function)
                 module.eval()
                 with torch.no_grad():
                     return module(*spec.args)
@@ -526,6 +526,23 @@ class Exercise:
             if stop_on_stub and outcome.kind in ("not_implemented", "forbidden"):
                 break
         return outcomes
+
+
+def _load_parameters(module: torch.nn.Module, state: dict, name: str) -> None:
+    """Load the case's weights into the learner's module, explaining a mismatch in plain words."""
+    have = module.state_dict() if isinstance(module, torch.nn.Module) else None
+    if have is None:
+        raise TypeError(f"{name}(...) should build a torch.nn.Module, got {type(module).__name__}")
+    missing = sorted(set(state) - set(have))
+    extra = sorted(set(have) - set(state))
+    if missing or extra:
+        raise ValueError(
+            f"{name} has parameters {sorted(have)}, the exercise expects {sorted(state)}: keep the "
+            f"layers created in __init__ of the handed-out code (missing: {missing}, unexpected: {extra})")
+    for key, value in state.items():
+        if tuple(have[key].shape) != tuple(value.shape):
+            raise ValueError(f"{name}.{key} has shape {tuple(have[key].shape)}, expected {tuple(value.shape)}")
+    module.load_state_dict(state, strict=True)
 
 
 def learner_traceback(exc: BaseException) -> str:
