@@ -234,6 +234,17 @@ def _type_into_exercise(page, exercise_id: str, lines: list):
     return statuses.get(exercise_id)
 
 
+def _wait_saved(page, path: Path, timeout: float = 30):
+    """Wait until the saved file holds the check outputs (JupyterLab saves asynchronously)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        text = path.read_text()
+        if '"status": "passed"' in text:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"{path.name} was not saved with the new check results")
+
+
 def test_typing_a_correct_answer_and_a_known_mistake(browser, lab):
     page = _open(browser, lab, "02_softmax_sampling")
     try:
@@ -254,5 +265,15 @@ def test_typing_a_correct_answer_and_a_known_mistake(browser, lab):
         text = page.locator('.course-check[data-exercise="02.stable_softmax"]').inner_text()
         assert "Known mistake: no max subtraction" in text
         _screenshots(page, "02_softmax_sampling-answers")
+        # Save, then `course progress` in a terminal must show what the checks show in the page.
+        shown = dict(_check_statuses(page))
+        page.keyboard.press("Control+s")
+        _wait_saved(page, lab["dir"] / "02_softmax_sampling.ipynb")
+        out = subprocess.run([str(ROOT / ".venv" / "bin" / "python"), "-m", "course_lib", "progress", str(lab["dir"])],
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        for exercise_id, status in shown.items():
+            line = next(ln for ln in out.stdout.splitlines() if ln.startswith(exercise_id + " "))
+            assert status.replace("_", " ") in line, (exercise_id, status, line)
     finally:
         page.close()
