@@ -234,8 +234,8 @@ def toy_corpus(seed: int = 0, repeats: int = 1) -> list[str]:
     contexts except his/her, he/she). The order is shuffled with ``seed``.
     See :data:`ANALOGIES` for the analogies this structure supports.
 
-    >>> len(toy_corpus()), toy_corpus()[0]  # doctest: +SKIP
-    (356, 'the prince wore his golden crown')
+    >>> len(toy_corpus()), toy_corpus()[0]
+    (342, 'people in cairo speak arabic')
     """
     _check_positive("repeats", repeats)
     sentences = (_people_sentences() + _place_sentences()) * repeats

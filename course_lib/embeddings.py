@@ -29,9 +29,10 @@ __all__ = [
 
 
 def _check_ids(ids: torch.Tensor, vocab_size: int, name: str = "ids") -> None:
-    if not isinstance(ids, torch.Tensor) or ids.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
-        raise ValueError(f"{name} must be an integer tensor of token ids, got "
-                         f"{type(ids).__name__}{'' if not isinstance(ids, torch.Tensor) else ' of dtype ' + str(ids.dtype)}")
+    if not isinstance(ids, torch.Tensor):
+        raise ValueError(f"{name} must be an integer tensor of token ids, got {type(ids).__name__}")
+    if ids.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+        raise ValueError(f"{name} must be an integer tensor of token ids, got dtype {ids.dtype}")
     if ids.numel() and (ids.min() < 0 or ids.max() >= vocab_size):
         raise ValueError(f"{name} has values in [{int(ids.min())}, {int(ids.max())}], "
                          f"expected token ids in [0, {vocab_size})")

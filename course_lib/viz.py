@@ -308,6 +308,9 @@ class Explorer:
                 if isinstance(control, widgets.DOMWidget):
                     if hasattr(control, "description") and not control.description:
                         control.description = name
+                    style = getattr(control, "style", None)
+                    if hasattr(style, "description_width") and not style.description_width:
+                        style.description_width = "initial"  # show the whole description
                     ui.append(control)
                 control.observe(self._on_change, names="value")
             self.output = widgets.Output()
