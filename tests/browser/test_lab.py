@@ -31,6 +31,7 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(os.environ.get("COURSE_ARTIFACTS", ROOT / "test-artifacts" / "browser"))
 TOKEN = "browser-test-token"
 UNITS = ["02_softmax_sampling", "03_attention", "06_positional_encoding"]
+PANEL = ".jp-NotebookPanel:not(.lm-mod-hidden)"  # the notebook on screen
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--disable-quic"]
 
@@ -102,7 +103,8 @@ def browser(lab):
 def _open(browser, lab, name):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.set_default_timeout(60_000)
-    page.goto(f"{lab['base']}/lab/tree/{name}.ipynb?token={TOKEN}")
+    # A workspace of its own per page, so no notebook of an earlier test is restored next to it.
+    page.goto(f"{lab['base']}/lab/workspaces/{name.replace('_', '-')}/tree/{name}.ipynb?token={TOKEN}&reset")
     page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=60_000)
     _wait_idle(page)
     return page
@@ -154,7 +156,7 @@ def _screenshots(page, name):
 
 def _check_statuses(page):
     return page.evaluate(
-        "() => [...document.querySelectorAll('.course-check')].map(e => [e.dataset.exercise, e.dataset.status])")
+        f"() => [...document.querySelectorAll('{PANEL} .course-check')].map(e => [e.dataset.exercise, e.dataset.status])")
 
 
 @pytest.mark.parametrize("name", UNITS)
@@ -173,7 +175,8 @@ def test_learner_notebook_runs_in_jupyterlab(browser, lab, name):
         assert {s[0] for s in statuses} == expected, statuses
         assert all(s[1] == "not_attempted" for s in statuses), statuses
         n_images = page.evaluate(
-            "() => [...document.querySelectorAll('.jp-OutputArea-output img')].filter(i => i.naturalWidth > 0).length")
+            "() => [...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea-output img')]"
+            ".filter(i => i.naturalWidth > 0).length")
         assert n_images >= 2, f"{name}: only {n_images} rendered figures"
         _slider_changes_figure(page, name)
         shots = _screenshots(page, name)
@@ -183,7 +186,7 @@ def test_learner_notebook_runs_in_jupyterlab(browser, lab, name):
 
 
 def _slider_changes_figure(page, name):
-    sliders = page.locator(".jp-OutputArea-output .widget-slider, .jp-OutputArea-output .jupyter-widgets.widget-slider")
+    sliders = page.locator(f"{PANEL} .jp-OutputArea-output .widget-slider")
     assert sliders.count() >= 1, f"{name}: no ipywidgets slider rendered"
     slider = sliders.first
     slider.scroll_into_view_if_needed()
@@ -262,7 +265,7 @@ def test_typing_a_correct_answer_and_a_known_mistake(browser, lab):
             "return e / e.sum(dim=dim, keepdim=True)",
         ])
         assert status == "partial"
-        text = page.locator('.course-check[data-exercise="02.stable_softmax"]').inner_text()
+        text = page.locator(f'{PANEL} .course-check[data-exercise="02.stable_softmax"]').inner_text()
         assert "Known mistake: no max subtraction" in text
         _screenshots(page, "02_softmax_sampling-answers")
         # Save, then `course progress` in a terminal must show what the checks show in the page.
