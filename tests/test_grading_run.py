@@ -18,7 +18,7 @@ from course_lib.grading import Limits, grade
 from course_lib.grading.report import atomic_write
 from course_lib.grading.runner import UsageError
 from tests.grading_fixtures.build import CORRECT, NB, stub, unit02, write
-from tests.grading_fixtures.faults import CORRECT_BODY, softmax_cell
+from tests.grading_fixtures.faults import softmax_cell
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = Limits(cell_timeout=20, exercise_timeout=20, notebook_timeout=60)

@@ -17,6 +17,7 @@ import html
 import io
 import json
 import os
+import re
 import statistics
 import tempfile
 from pathlib import Path
@@ -190,7 +191,7 @@ def summary_table(results: list, exercise_ids: list, isolation: Iterable = ()) -
         lines.append("-" * len(head))
         lines.append(f"{len(results)} students; total out of {fmt_points(mx)}: mean {statistics.fmean(totals):.2f}, "
                      f"median {statistics.median(totals):g}, min {min(totals):g}, max {max(totals):g}")
-    kinds = sorted(set(isolation))
+    kinds = sorted({re.sub(r"; uid \d+", "", k) for k in isolation})
     if kinds:
         lines.append("isolation: " + " | ".join(kinds))
     return "\n".join(lines)

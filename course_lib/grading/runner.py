@@ -38,8 +38,8 @@ from ..exercises import all_exercises
 from ..exercises.core import MISSING, Report
 from . import report as R
 from .sandbox import PROJECT_ROOT, Limits, choose
-from .session import Context, Plan, grade_notebook
-from .submissions import find_students, read_notebook
+from .session import Context, Plan, grade_notebook, grade_unreadable
+from .submissions import file_sha256, find_students, read_notebook
 
 STATE_DIR = ".grading"
 RESULTS_VERSION = 1
@@ -259,14 +259,23 @@ def _grade(submissions, out, seed, new_seed, jobs, limits, sandbox_mode, units, 
         raise UsageError(str(e)) from None
     box.mpl_cache = _mpl_cache()
     fingerprint = grader_fingerprint()
-    # Plans are built once per run (hidden cases, encoded inputs, reference outputs).
-    plans = {ex.id: Plan.build(ex, seed) for ex in col_exercises}
-    keys = {stem: notebook_key(seed, fingerprint, [plans[ex.id] for ex in by_nb[stem]], limits, box.kind,
-                               run_all_cells) for stem in columns_nb}
+    # Plans are built once per run (hidden cases, encoded inputs, reference outputs). An exercise whose
+    # definition fails is reported for every learner; it does not stop the run.
+    plans, broken = {}, {}
+    for ex in col_exercises:
+        try:
+            plans[ex.id] = Plan.build(ex, seed)
+            plans[ex.id].digest()
+        except Exception as e:  # noqa: BLE001 - somebody else's exercise definition
+            plans.pop(ex.id, None)
+            broken[ex.id] = f"{type(e).__name__}: {e}"
+            warnings.append(f"exercise {ex.id} cannot be graded: its definition fails ({broken[ex.id]})")
+    keys = {stem: notebook_key(seed, fingerprint, [plans[ex.id] for ex in by_nb[stem] if ex.id in plans], limits,
+                               box.kind, run_all_cells) for stem in columns_nb}
     slots: queue.Queue = queue.Queue()
     for i in range(jobs):
         slots.put(i)
-    ctx = Context(box, limits, plans, run_all_cells, slots)
+    ctx = Context(box, limits, plans, run_all_cells, slots, broken=broken)
 
     # Per student: what is reused, what must be graded.
     pending: dict = {}
@@ -283,7 +292,7 @@ def _grade(submissions, out, seed, new_seed, jobs, limits, sandbox_mode, units, 
                 partial[st.name][stem] = _missing_notebook(stem, by_nb[stem], st.refused.get(stem))
                 continue
             old = prev_nbs.get(stem)
-            digest = _sha(path)
+            digest = file_sha256(path)
             if old and old.get("sha256") == digest and old.get("key") == keys[stem] and old.get("file") == path.name:
                 partial[st.name][stem] = old
                 reused += 1
@@ -304,10 +313,16 @@ def _grade(submissions, out, seed, new_seed, jobs, limits, sandbox_mode, units, 
 
     def work(task):
         st, stem, path = task
-        nb = read_notebook(path, stem)
-        r = grade_notebook(nb, by_nb[stem], ctx)
-        r["key"] = keys[stem]
-        r["sha256"] = nb.sha256 or _sha(path)
+        try:
+            nb = read_notebook(path, stem)
+            r = grade_notebook(nb, by_nb[stem], ctx)
+            r["key"] = keys[stem]
+            r["sha256"] = nb.sha256 or file_sha256(path)
+        except Exception as e:  # noqa: BLE001 - a grader bug costs this notebook, never the class
+            why = f"the grader failed on this notebook ({type(e).__name__}: {e}); tell your instructor"
+            r = grade_unreadable(why, by_nb[stem], path.name)
+            r["status"] = "grader_error"
+            warnings.append(f"{st.name}/{path.name}: {why}")
         return task, r
 
     threads_before = torch.get_num_threads()
@@ -353,12 +368,6 @@ def _grade(submissions, out, seed, new_seed, jobs, limits, sandbox_mode, units, 
     isolation.discard("nothing was run")
     return RunSummary(out, len(students), len(tasks), reused, time.monotonic() - t0, sorted(isolation),
                       exercise_ids, ordered, warnings)
-
-
-def _sha(path: Path) -> str:
-    from .submissions import file_sha256
-
-    return file_sha256(path)
 
 
 def _missing_notebook(stem: str, exercises: list, why: Optional[str] = None) -> dict:

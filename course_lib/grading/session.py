@@ -34,8 +34,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from ..exercises.core import (ERROR, FAILED, MISSING, NOT_ATTEMPTED, PARTIAL, PASSED, TIMEOUT, Call, Exercise,
-                              Outcome, Report)
+from ..exercises.core import ERROR, FAILED, MISSING, NOT_ATTEMPTED, PARTIAL, TIMEOUT, Exercise, Outcome, Report
 from . import wire
 from .sandbox import Limits, Sandbox, describe_exit
 from .submissions import NotebookFile
@@ -395,9 +394,6 @@ class ForkedWorker(_Channel):
 # Static facts about exercise cells
 # ---------------------------------------------------------------------------------------------------
 
-_STUB_CALL = re.compile(r"NotImplementedError")
-
-
 def _is_stub_body(body: list) -> bool:
     """A body that is only a docstring, ``pass``/``...`` and ``raise NotImplementedError(...)``."""
     raised = False
@@ -487,6 +483,7 @@ class Context:
     run_all_cells: bool = False
     slots: Optional[queue.Queue] = None
     servers: dict = field(default_factory=dict)   # slot -> ForkServer (used by one thread at a time)
+    broken: dict = field(default_factory=dict)    # exercise id -> why its definition cannot be graded
 
     def new_worker(self, slot: int) -> _Channel:
         """A fresh worker for ``slot``: forked by the slot's server, or a process of its own."""
@@ -556,6 +553,10 @@ class NotebookGrader:
                 self.notes.append(f"exercise {ex.id} appears in {len(cells)} cells; the last one "
                                   f"(cell {cells[-1].index}) is graded")
             cell = cells[-1]
+            again = [c.index for c in nb.code_cells if c.index != cell.index and ex.function in defined_names(c.source)]
+            if again:
+                self.notes.append(f"`{ex.function}` is also defined in cell(s) {', '.join(map(str, again))}; only "
+                                  f"the exercise cell {cell.index} is graded")
             if cell.skipped:
                 decided[ex.id] = _report(ex, MISSING, f"the exercise cell {cell.index} is tagged "
                                                       f"{', '.join(cell.skip_tags)}, so it is not run; remove the tag")
@@ -761,7 +762,10 @@ class NotebookGrader:
             hint = f" (it defines {', '.join(f'`{n}`' for n in names)})" if names else ""
             return _report(ex, MISSING, f"the exercise cell {cell_index} does not define `{ex.function}`{hint}; "
                                         f"keep the name from the handed-out notebook")
-        plan = self.ctx.plans[ex.id]
+        plan = self.ctx.plans.get(ex.id)
+        if plan is None:
+            return _report(ex, ERROR, f"this exercise cannot be graded right now (its definition fails: "
+                                      f"{self.ctx.broken.get(ex.id, 'unknown')}); your instructor has been told")
         outcomes, note = self._evaluate(plan)
         return self._judge(plan, outcomes, note)
 

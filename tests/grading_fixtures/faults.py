@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import torch
-
 from course_lib.exercises import get
 from course_lib.grading.sandbox import PROJECT_ROOT
 
@@ -162,8 +160,4 @@ for target in [{p['out']!r}, os.path.join({p['out_dir']!r}, 'pwned.txt')]:
     os.symlink(subs / "correct" / f"{NB}.ipynb", link / f"{NB}.ipynb")
 
 
-def hidden_case_count() -> int:
-    return len(get(SOFTMAX).cases(1, hidden=True))
-
-
-__all__ = ["build_class", "secret_paths", "SOFTMAX", "torch"]
+__all__ = ["build_class", "secret_paths", "hardcoded_cell", "softmax_cell", "SOFTMAX", "CORRECT_BODY"]
