@@ -226,7 +226,13 @@ def test_show_displays_two_outputs_once(monkeypatch):
     import IPython.display
 
     shown = []
-    monkeypatch.setattr(IPython, "get_ipython", lambda: object())
+    class FakeShell:  # enough of an IPython shell for matplotlib, should pyplot hook into it now
+        class events:
+            @staticmethod
+            def register(*args):
+                pass
+
+    monkeypatch.setattr(IPython, "get_ipython", lambda: FakeShell())
     monkeypatch.setattr(IPython.display, "display", lambda obj, raw=False: shown.append((obj, raw)))
     render, _ = _recorder()
     ex = viz.explorer(render, k=2)
