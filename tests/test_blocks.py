@@ -246,3 +246,21 @@ def test_dropout_is_active_only_in_training():
     assert torch.equal(block(x), block(x))
     block.train()
     assert not torch.allclose(block(x), block(x))
+
+
+def test_the_fast_kernels_in_the_modules_equal_the_spelled_out_math():
+    """LayerNorm and the MLP's activations use fused kernels; they must equal the textbook functions."""
+    from course_lib.blocks import ACTIVATIONS, LayerNorm, gelu, gelu_new, layer_norm
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 7, 16, requires_grad=True) * 3
+    ln = LayerNorm(16, eps=1e-5)
+    with torch.no_grad():
+        ln.weight.normal_()
+        ln.bias.normal_()
+    torch.testing.assert_close(ln(x), layer_norm(x, ln.weight, ln.bias, 1e-5), atol=1e-5, rtol=1e-5)
+    g1 = torch.autograd.grad(ln(x).square().sum(), x)[0]
+    g2 = torch.autograd.grad(layer_norm(x, ln.weight, ln.bias, 1e-5).square().sum(), x)[0]
+    torch.testing.assert_close(g1, g2, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(ACTIVATIONS["gelu"](x), gelu(x), atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(ACTIVATIONS["gelu_new"](x), gelu_new(x), atol=1e-5, rtol=1e-5)
