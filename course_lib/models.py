@@ -309,21 +309,6 @@ class BertEncoder(nn.Module):
             )
             for _ in range(c.n_layers)
         )
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        """BERT's initialisation: weights and embeddings ~ N(0, 0.02), biases 0, the [PAD] embedding 0.
-
-        PyTorch's default N(0, 1) embeddings would make the tied MLM head's first logits huge and
-        training much slower.
-        """
-        for module in self.modules():
-            if isinstance(module, (nn.Linear, nn.Embedding, LearnedPositionalEmbedding)):
-                nn.init.normal_(module.weight, mean=0.0, std=0.02)
-            if isinstance(module, nn.Linear) and module.bias is not None:
-                nn.init.zeros_(module.bias)
-        with torch.no_grad():
-            self.tok_emb.weight[self.config.pad_id].zero_()
 
     def forward(
         self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None
