@@ -24,7 +24,7 @@ SEED = 987654321
 LIMITS = Limits(cell_timeout=5, exercise_timeout=4, notebook_timeout=60, memory_mb=2500)
 OTHERS = ("02.softmax_with_temperature", "02.sample_next_token", "02.cross_entropy")
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.sandbox]
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +116,13 @@ def test_a_million_lines_of_output_are_counted_not_kept(graded):
     assert sm(graded, "million_lines")["status"] == "passed"
     size = os.path.getsize(graded["out"] / "results" / "million_lines.json")
     assert size < 100_000
+
+
+def test_cells_tagged_slow_or_network_are_skipped(graded):
+    nb = notebook(graded, "tagged_cells")
+    assert nb["cells"]["skipped_by_tag"] == [3, 4, 5]
+    assert not nb["cells"]["errors"] and not nb["cells"]["fatal"] and nb["restarts"] == 0
+    assert graded["by"]["tagged_cells"]["total"] == 11
 
 
 def test_magics_and_shell_lines_do_not_break_the_notebook(graded):

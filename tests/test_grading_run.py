@@ -246,3 +246,53 @@ def test_jobs_default_is_the_number_of_cores():
 
     args = make_parser().parse_args(["grade", "x"])
     assert args.jobs == (os.cpu_count() or 1)
+
+
+def test_a_broken_exercise_definition_does_not_stop_the_run(tmp_path, monkeypatch):
+    import dataclasses
+
+    from course_lib.exercises import get, registry
+
+    def cases_that_fail(gen, hidden):
+        raise RuntimeError("bug in make_cases")
+
+    base = get("02.stable_softmax")
+    broken = dataclasses.replace(base, id="02.zz_broken", function="zz_broken", make_cases=cases_that_fail)
+    unsendable = dataclasses.replace(base, id="02.zz_unsendable", function="zz_unsendable",
+                                     make_cases=lambda gen, hidden: [type(base.cases(0)[0])((object(),))])
+    monkeypatch.setitem(registry._REGISTRY, broken.id, broken)
+    monkeypatch.setitem(registry._REGISTRY, unsendable.id, unsendable)
+    subs, out = tmp_path / "subs", tmp_path / "out"
+    write(subs, "alice", unit02())
+    s = grade(subs, out, seed=1, jobs=1, limits=FAST, progress=False)
+    ex = s.results[0]["exercises"]
+    assert ex["02.stable_softmax"]["status"] == "passed" and ex["02.cross_entropy"]["status"] == "passed"
+    assert ex["02.zz_broken"]["status"] == "error" and "bug in make_cases" in ex["02.zz_broken"]["message"]
+    assert ex["02.zz_unsendable"]["status"] == "error" and "by value" in ex["02.zz_unsendable"]["message"]
+    assert any("02.zz_broken" in w for w in s.warnings) and any("02.zz_unsendable" in w for w in s.warnings)
+    assert "02.zz_broken" in (out / "grades.csv").read_text().splitlines()[0]
+
+
+def test_a_grader_error_costs_one_notebook_not_the_class(tmp_path, monkeypatch):
+    from course_lib.grading import runner
+
+    calls = []
+    real = runner.grade_notebook
+
+    def flaky(nb, exercises, ctx):
+        calls.append(nb.filename)
+        if len(calls) == 1:
+            raise KeyError("simulated bug")
+        return real(nb, exercises, ctx)
+
+    monkeypatch.setattr(runner, "grade_notebook", flaky)
+    subs, out = tmp_path / "subs", tmp_path / "out"
+    write(subs, "alice", unit02())
+    write(subs, "bob", unit02())
+    s = grade(subs, out, seed=1, jobs=1, limits=FAST, progress=False)
+    totals = sorted(r["total"] for r in s.results)
+    assert totals == [0, 11]
+    assert any("simulated bug" in w for w in s.warnings)
+    victim = next(r for r in s.results if r["total"] == 0)
+    assert {e["status"] for e in victim["exercises"].values()} == {"error"}
+    assert "grader failed" in next(iter(victim["exercises"].values()))["message"]

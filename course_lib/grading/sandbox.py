@@ -111,7 +111,8 @@ class Sandbox:
         user id of their own (killed as a whole). As root without either, each notebook gets a fresh
         process instead.
         """
-        return self.kind == "bubblewrap" or self.drop_uid
+        linux = sys.platform.startswith("linux")  # SOCK_SEQPACKET and prctl: Linux only
+        return linux and (self.kind == "bubblewrap" or self.drop_uid)
 
     def child_config(self, slot: int, limits: Limits, scratch: Optional[Path]) -> dict:
         """The limits and user a worker applies to itself before any learner code runs."""

@@ -76,6 +76,11 @@ class Plan:
             budget = wire.Budget(1 << 31)
             payload.append({"args": wire.encode(tuple(call.args), blobs, budget),
                             "kwargs": wire.encode(dict(call.kwargs), blobs, budget)})
+        opaque = _find_opaque(payload)
+        if opaque:
+            raise ValueError(f"exercise {ex.id}: a case input is a {opaque}, which cannot be sent to a worker by "
+                             f"value (use tensors, numbers, strings, tuples, lists, dicts, GeneratorSeed or "
+                             f"ModuleInputs)")
         return cls(ex, cases, calls, payload, blobs)
 
     def digest(self) -> str:
@@ -104,6 +109,17 @@ class Plan:
                 ex.expected = lambda call: expected[id(call)]  # instance attribute shadows the method
                 self._judge_ex = ex
             return self._judge_ex
+
+
+def _find_opaque(desc: Any) -> Optional[str]:
+    """The type name of the first value in an encoded description that could not be encoded."""
+    if isinstance(desc, dict):
+        if "$opaque" in desc:
+            return str(desc["$opaque"])
+        return next((t for t in map(_find_opaque, desc.values()) if t), None)
+    if isinstance(desc, list):
+        return next((t for t in map(_find_opaque, desc) if t), None)
+    return None
 
 
 def _copy_exercise(ex: Exercise) -> Exercise:
@@ -603,19 +619,20 @@ class NotebookGrader:
 
     def _run_cells(self, cells: list, where: dict, specs: list) -> None:
         """Bring a worker to the state after the last needed cell, restarting past fatal cells."""
-        exercise_at = {i: k for k, i in where.items()}
+        exercise_at: dict = {}
+        for ex_id, i in where.items():
+            exercise_at.setdefault(i, []).append(ex_id)
         while True:
             self._start(specs)
             try:
                 for cell in cells:
                     if cell.index in self.fatal:
                         continue
-                    msg = {"op": "cell", "index": cell.index, "source": cell.source}
-                    if cell.index in exercise_at:
-                        msg["exercise"] = exercise_at[cell.index]
+                    msg = {"op": "cell", "index": cell.index, "source": cell.source,
+                           "exercises": exercise_at.get(cell.index, [])}
                     deadline = self._remaining(self.limits.cell_timeout)
-                    self.worker.send(msg, [], deadline)
                     try:
+                        self.worker.send(msg, [], deadline)
                         header, _ = self.worker.receive(deadline, f"cell {cell.index}")
                     except WorkerGone as e:
                         if e.timeout and time.monotonic() >= self.deadline:
@@ -639,9 +656,10 @@ class NotebookGrader:
 
     def _record_cell(self, cell, header: dict) -> None:
         self.output_chars += int(header.get("output_chars", 0) or 0)
-        ex_id = next((k for k, i in self._where.items() if i == cell.index), None)
-        if ex_id is not None:
-            self.defined[ex_id] = {"defined": bool(header.get("defined")), "what": _clean(header.get("what"))}
+        defined = header.get("defined") if isinstance(header.get("defined"), dict) else {}
+        for ex_id, i in self._where.items():
+            if i == cell.index:
+                self.defined[ex_id] = {"defined": defined.get(ex_id) is True}
         if cell.index not in self.cell_results:
             self.cell_results[cell.index] = {
                 "ok": bool(header.get("ok")), "seconds": header.get("seconds"),
@@ -657,8 +675,13 @@ class NotebookGrader:
         deadline = self._remaining(self.limits.exercise_timeout)
         outcomes: list = []
         note = ""
-        w.send({"op": "eval", "exercise": ex.id, "calls": plan.payload,
-                "max_value_bytes": self.limits.max_value_mb << 20}, plan.blobs, deadline)
+        try:
+            w.send({"op": "eval", "exercise": ex.id, "calls": plan.payload,
+                    "max_value_bytes": self.limits.max_value_mb << 20}, plan.blobs, deadline)
+        except WorkerGone:
+            self.worker = None  # it died before this exercise began: not this exercise's doing
+            w.kill()
+            raise _Restart() from None
         try:
             while True:
                 header, blobs = w.receive(deadline, f"exercise {ex.id}")
@@ -719,9 +742,15 @@ class NotebookGrader:
 
     def run(self) -> dict:
         start = time.monotonic()
+        every = list(self.exercises)
+        # An exercise whose definition fails is reported as such and never sent to the worker.
+        broken = {ex.id: _report(ex, ERROR, f"this exercise cannot be graded right now (its definition fails: "
+                                            f"{self.ctx.broken[ex.id]}); your instructor has been told")
+                  for ex in every if ex.id in self.ctx.broken}
+        self.exercises = [ex for ex in every if ex.id not in broken]
         cells, where, decided = self._plan_cells()
         self._where = where
-        results = dict(decided)
+        results = {**broken, **decided}
         todo = [ex for ex in self.exercises if ex.id not in decided]
         specs = [{"id": ex.id, "function": ex.function, "kind": ex.kind} for ex in self.exercises]
         fault: Optional[WorkerGone] = None
@@ -729,12 +758,19 @@ class NotebookGrader:
             for ex in todo:
                 if fault is not None:
                     break
-                try:
-                    if self.worker is None:
-                        self._run_cells(cells, where, specs)
-                    results[ex.id] = self._grade_one(ex, where[ex.id])
-                except WorkerGone as e:
-                    fault = e
+                for attempt in (1, 2):
+                    try:
+                        if self.worker is None:
+                            self._run_cells(cells, where, specs)
+                        results[ex.id] = self._grade_one(ex, where[ex.id])
+                        break
+                    except _Restart:
+                        self.restarts += 1
+                        if attempt == 2:
+                            fault = WorkerGone("the worker process kept ending before the exercise could start")
+                    except WorkerGone as e:
+                        fault = e
+                        break
             if fault is not None:
                 for ex in todo:
                     if ex.id not in results:
@@ -744,7 +780,7 @@ class NotebookGrader:
             if self.worker is not None:
                 self.worker.close()
                 self.worker = None
-        ordered = {ex.id: results[ex.id] for ex in self.exercises}
+        ordered = {ex.id: results[ex.id] for ex in every}
         return self._notebook_result(ordered, cells, time.monotonic() - start)
 
     def _grade_one(self, ex: Exercise, cell_index: int) -> dict:

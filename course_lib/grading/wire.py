@@ -148,8 +148,11 @@ def encode(value: Any, blobs: list, budget: Budget, depth: int = 0) -> Any:
             raise TooLarge(f"a string of {_len(value)} characters")
         return value
     if t is int:
-        return value if -2**63 <= value < 2**63 else {"$int": str(value)} if abs(value) < 10**300 else \
-            {"$opaque": "int (more than 300 digits)"}
+        if -2**63 <= value < 2**63:
+            return value
+        if abs(value) < 10**300:
+            return {"$int": str(value)}
+        return {"$opaque": "int (more than 300 digits)"}
     if t is float:
         if math.isnan(value) or math.isinf(value):
             return {"$float": repr(value)}
@@ -162,7 +165,7 @@ def encode(value: Any, blobs: list, budget: Budget, depth: int = 0) -> Any:
         return {"$tuple": [encode(v, blobs, budget, depth + 1) for v in value]}
     if t is list:
         return [encode(v, blobs, budget, depth + 1) for v in value]
-    if t is dict or t.__name__ == "OrderedDict" and t.__module__ == "collections":
+    if t is dict or (t.__name__ == "OrderedDict" and t.__module__ == "collections"):  # state_dict()
         items = []
         for k, v in dict.items(value):
             if _type(k) not in (str, int):

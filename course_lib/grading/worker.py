@@ -375,9 +375,12 @@ class Worker:
                 f.write(mpl["text"])
         tamper = [sys.setprofile, sys.settrace, threading.setprofile, threading.settrace]
         for spec in msg["exercises"]:
-            ex = registry.get(spec["id"])
-            self.exercises[ex.id] = spec
-            self.watches[ex.id] = Watch(ex.all_forbidden(), core.resolve, tamper)
+            try:
+                forbidden = registry.get(spec["id"]).all_forbidden()
+            except KeyError:  # defined in the grader only (it cannot be graded here): watch tampering only
+                forbidden = []
+            self.exercises[spec["id"]] = spec
+            self.watches[spec["id"]] = Watch(forbidden, core.resolve, tamper)
         self.torch = torch
         self._no_grad = torch.no_grad
         self._Module = torch.nn.Module
@@ -444,13 +447,12 @@ class Worker:
         reply["seconds"] = round(time.perf_counter() - start, 4)
         if isinstance(sys.stdout, Sink) and isinstance(sys.stderr, Sink):
             reply["output_chars"] = sys.stdout.chars + sys.stderr.chars - before
-        ex_id = msg.get("exercise")
-        if ex_id:
+        defined = {}
+        for ex_id in msg.get("exercises", []):  # capture what the exercise cell defines, right now
             obj = self.ns.get(self.exercises[ex_id]["function"], _MISSING)
             self.snapshots[ex_id] = obj
-            reply["defined"] = obj is not _MISSING
-            reply["what"] = "missing" if obj is _MISSING else (
-                "class" if isinstance(obj, type) else "function" if callable(obj) else type(obj).__name__)
+            defined[ex_id] = obj is not _MISSING
+        reply["defined"] = defined
         self.send(reply)
 
     def _after_cell(self) -> None:

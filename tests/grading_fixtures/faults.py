@@ -142,6 +142,10 @@ for target in [{p['out']!r}, os.path.join({p['out_dir']!r}, 'pwned.txt')]:
             students.pop(k)
     for name, cells in students.items():
         write(subs, name, cells)
+    # Cells tagged network / slow / nbval-skip are not run (this one would end the worker).
+    write(subs, "tagged_cells", unit02(extra_before=["import os\nos._exit(9)", "raise RuntimeError('slow')",
+                                                     "import time\ntime.sleep(600)"]),
+          tags={2: ["nbval-skip", "network"], 3: ["slow"], 4: ["nbval-skip"]})
     # Not a notebook, an old notebook, odd names, a symbolic link.
     (subs / "not_json").mkdir()
     (subs / "not_json" / f"{NB}.ipynb").write_text("this is { not json")
