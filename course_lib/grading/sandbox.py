@@ -149,8 +149,10 @@ class Sandbox:
         for h in homes:
             args += ["--tmpfs", h]
         made: set = set()
+        # The private /tmp hides whatever lives under /tmp too: a checkout or venv there (a CI clone,
+        # say) must be bound back, like the parts of a hidden home the worker needs.
         for p in exposed:
-            home = next((h for h in homes if _under(p, h)), None)
+            home = next((h for h in [*homes, "/tmp"] if _under(p, h)), None)
             if home is None:
                 continue
             # bubblewrap would create the folders between the home and the path as 0700 (root only)
