@@ -174,7 +174,7 @@ def _mpl_cache() -> Optional[dict]:
 
 
 class Progress:
-    """A progress bar with ETA on a terminal (tqdm), a line per student elsewhere."""
+    """A progress bar with an ETA on a terminal (tqdm); elsewhere (logs, CI) one line per graded notebook."""
 
     def __init__(self, total: int, enabled: bool, stream=None):
         self.total, self.done, self.start = total, 0, time.monotonic()
