@@ -190,6 +190,7 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_grades(tmp_path):
     assert reused >= len(done)
     assert (killed / "grades.csv").read_text() == (reference / "grades.csv").read_text()
     assert not list(killed.rglob(".*.tmp"))
+    assert not list((killed / ".grading").glob("tmp-*"))  # the killed run's scratch is gone too
 
 
 def test_results_are_written_atomically(tmp_path, monkeypatch):

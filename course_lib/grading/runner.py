@@ -223,7 +223,10 @@ def grade(submissions, out, *, seed: Optional[int] = None, new_seed: bool = Fals
         raise UsageError(f"the output folder {out} must not be inside the submissions folder {submissions}")
     jobs = max(1, min(int(jobs or os.cpu_count() or 1), 128))
     lock = _prepare_out(out)
-    tmp_root = Path(tempfile.mkdtemp(prefix="course-grade-"))
+    # The run's temporary folder lives in OUT (hidden from workers): a killed run's is removed here.
+    for stale in (out / STATE_DIR).glob("tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp_root = Path(tempfile.mkdtemp(prefix="tmp-", dir=out / STATE_DIR))
     os.chmod(tmp_root, 0o711)
     try:
         return _grade(submissions, out, seed, new_seed, jobs, limits, sandbox, units, set(regrade), progress,
