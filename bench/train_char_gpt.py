@@ -70,6 +70,7 @@ def main() -> None:
     parser.add_argument("path", nargs="?", default=str(DEFAULT_PATH))
     parser.add_argument("--steps", type=int, default=STEPS)
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--seed", type=int, default=1337, help="seed of the initialisation and the batches")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
     args = parser.parse_args()
     if args.threads is not None:  # on a busy shared machine 1 thread can be much faster than 2
@@ -81,7 +82,7 @@ def main() -> None:
     n_train = int(0.9 * len(data))
     train_data, val_data = data[:n_train], data[n_train:]
 
-    torch.manual_seed(1337)
+    torch.manual_seed(args.seed)
     config = GPTConfig(
         vocab_size=tokenizer.vocab_size,
         block_size=BLOCK_SIZE,
@@ -94,7 +95,7 @@ def main() -> None:
     )
     model = GPT(config)
     optimizer = make_optimizer(model, lr=1e-3, weight_decay=0.1, betas=(0.9, 0.99))
-    batch_gen = torch.Generator().manual_seed(1337)
+    batch_gen = torch.Generator().manual_seed(args.seed)
 
     def get_batch():
         x, y = get_lm_batch(train_data, BLOCK_SIZE, BATCH_SIZE, batch_gen)
