@@ -79,6 +79,16 @@ class ModuleInputs:
     args: tuple
 
 
+def randn(gen: torch.Generator, *shape: int, scale: float = 1.0) -> torch.Tensor:
+    """Standard-normal case data drawn from the case generator ``gen`` (times ``scale``)."""
+    return torch.randn(*shape, generator=gen) * scale
+
+
+def draw_seed(gen: torch.Generator) -> int:
+    """A seed drawn from the case generator, e.g. for a :class:`GeneratorSeed` inside a case."""
+    return int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
+
+
 @dataclass(frozen=True)
 class Case:
     """One input to an exercise.

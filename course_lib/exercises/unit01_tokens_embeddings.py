@@ -20,6 +20,7 @@ import torch
 from .. import embeddings as EMB
 from .core import Case, Exercise, Forbidden, KnownMistake, Property
 from .registry import register
+from .core import randn as _randn  # shared case helpers
 
 NOTEBOOK = "01_tokens_embeddings"
 
@@ -39,10 +40,6 @@ COSINE_BUILTINS = Forbidden(
      "torch.nn.functional.normalize"),
     "this exercise asks you to compute the cosine from a dot product and two lengths",
 )
-
-
-def _randn(gen, *shape, scale=1.0):
-    return torch.randn(*shape, generator=gen) * scale
 
 
 def _randint(gen, high, *shape):

@@ -11,6 +11,7 @@ import torch
 from .. import softmax as S
 from .core import Case, Exercise, Forbidden, GeneratorSeed, KnownMistake, Property
 from .registry import register
+from .core import randn as _randn, draw_seed as _seed  # shared case helpers
 
 NOTEBOOK = "02_softmax_sampling"
 
@@ -31,10 +32,6 @@ SAMPLING_BUILTINS = Forbidden(
     ("torch.multinomial", "torch.Tensor.multinomial", "torch.distributions.Categorical"),
     "this exercise asks you to turn one uniform number per row into a token yourself",
 )
-
-
-def _randn(gen, *shape, scale=1.0):
-    return torch.randn(*shape, generator=gen) * scale
 
 
 def _rows_sum_to_one(case, out, derived) -> bool:
@@ -204,10 +201,10 @@ def _sampling_cases(gen, hidden):
     for i in range(n):
         logits = _randn(gen, 64, 6, scale=1.5)
         t = [1.0, 0.5, 2.0, 1.3][i]
-        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
+        seed = _seed(gen)
         cases.append(Case((logits, t, GeneratorSeed(seed)), {}, "sampling", f"64 rows, temperature {t}"))
     logits = _randn(gen, 32, 50, scale=0.5) + 4 * torch.eye(32, 50)
-    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
+    seed = _seed(gen)
     cases.append(Case((logits, 0.8, GeneratorSeed(seed)), {}, "large vocabulary", "32 rows, vocabulary 50"))
     return cases
 

@@ -20,6 +20,7 @@ from .. import attention as A
 from .. import softmax as S
 from .core import Case, Exercise, Forbidden, KnownMistake, ModuleInputs, Property
 from .registry import register
+from .core import randn as _randn  # shared case helpers
 
 NOTEBOOK = "03_attention"
 
@@ -29,10 +30,6 @@ ATTENTION_BUILTINS = Forbidden(
      "torch.nn.functional.multi_head_attention_forward"),
     "this exercise asks you to build attention from matrix products and a softmax",
 )
-
-
-def _randn(gen, *shape, scale=1.0):
-    return torch.randn(*shape, generator=gen) * scale
 
 
 # ---------------------------------------------------------------------------------------------------

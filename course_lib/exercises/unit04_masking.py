@@ -15,6 +15,7 @@ from .. import attention as A
 from ..softmax import softmax
 from .core import Case, Exercise, Forbidden, GeneratorSeed, KnownMistake, Property  # noqa: F401
 from .registry import register
+from .core import randn as _randn  # shared case helpers
 
 NOTEBOOK = "04_masking"
 
@@ -25,10 +26,6 @@ ATTENTION_BUILTINS = Forbidden(
      "course_lib.attention.MultiHeadAttention", "course_lib.attention.SelfAttentionHead"),
     "this exercise asks you to apply the mask to the scores yourself (attention_scores and softmax are fine)",
 )
-
-
-def _randn(gen, *shape, scale=1.0):
-    return torch.randn(*shape, generator=gen) * scale
 
 
 def _attention_mask(gen, B, T, min_len=1, left=False):

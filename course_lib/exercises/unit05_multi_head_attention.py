@@ -16,6 +16,7 @@ from .. import attention as A
 from .core import (Call, Case, Exercise, Forbidden, KnownMistake, ModuleInputs, Property, call_watched, compare,
                    materialize)
 from .registry import register
+from .core import randn as _randn  # shared case helpers
 
 NOTEBOOK = "05_multi_head_attention"
 
@@ -32,10 +33,6 @@ EINOPS = Forbidden(
     ("einops.rearrange", "einops.einops.rearrange"),
     "this exercise is about view/reshape and transpose; do it with torch",
 )
-
-
-def _randn(gen, *shape, scale=1.0):
-    return torch.randn(*shape, generator=gen) * scale
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -14,12 +14,9 @@ import torch
 from .. import positional as P
 from .core import Case, Exercise, KnownMistake, Property
 from .registry import register
+from .core import randn as _randn  # shared case helpers
 
 NOTEBOOK = "06_positional_encoding"
-
-
-def _randn(gen, *shape, scale=1.0):
-    return torch.randn(*shape, generator=gen) * scale
 
 
 # ---------------------------------------------------------------------------------------------------

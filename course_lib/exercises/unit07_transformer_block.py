@@ -21,12 +21,9 @@ from .. import params as P
 from ..attention import causal_mask, merge_heads, scaled_dot_product_attention, split_heads
 from .core import Case, Exercise, Forbidden, KnownMistake, Property
 from .registry import register
+from .core import randn as _randn  # shared case helpers
 
 NOTEBOOK = "07_transformer_block"
-
-
-def _randn(gen, *shape, scale=1.0):
-    return torch.randn(*shape, generator=gen) * scale
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -20,17 +20,10 @@ from torch import Tensor
 from .. import softmax as S
 from .core import Case, Exercise, Forbidden, GeneratorSeed, KnownMistake, Property
 from .registry import register
+from .core import randn as _randn, draw_seed as _seed  # shared case helpers
 
 NOTEBOOK = "08_encoder_bert"
 IGNORE_INDEX = -100
-
-
-def _seed(gen: torch.Generator) -> int:
-    return int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
-
-
-def _randn(gen, *shape, scale=1.0):
-    return torch.randn(*shape, generator=gen) * scale
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -20,12 +20,9 @@ from ..attention import causal_mask, scaled_dot_product_attention
 from ..models import GPT, GPTConfig
 from .core import Case, Exercise, Forbidden, GeneratorSeed, KnownMistake, ModuleInputs, Property
 from .registry import register
+from .core import draw_seed as _seed  # shared case helpers
 
 NOTEBOOK = "09_decoder_gpt"
-
-
-def _seed(gen: torch.Generator) -> int:
-    return int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
 
 
 # ---------------------------------------------------------------------------------------------------

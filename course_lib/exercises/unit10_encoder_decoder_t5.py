@@ -18,12 +18,9 @@ from ..attention import causal_mask, merge_heads, padding_mask, scaled_dot_produ
 from ..models import EncoderDecoder, Seq2SeqConfig
 from .core import Case, Exercise, Forbidden, GeneratorSeed, KnownMistake, ModuleInputs, Property  # noqa: F401
 from .registry import register
+from .core import draw_seed as _seed  # shared case helpers
 
 NOTEBOOK = "10_encoder_decoder_t5"
-
-
-def _seed(gen: torch.Generator) -> int:
-    return int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
 
 
 # ---------------------------------------------------------------------------------------------------
