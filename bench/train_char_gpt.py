@@ -20,7 +20,8 @@ The two recipes differ only in the peak learning rate:
 Each run uses the course's own model (``course_lib.models.GPT``: its attention, blocks, LayerNorm)
 and training loop (``course_lib.training.train``), and prints the training wall time next to
 nanoGPT's 99 s on these machines and the validation loss next to the 1.89 target, twice:
-the mean of 20 random batches (nanoGPT's estimate, noise about +-0.01) and the exact mean over
+the mean of 20 random batches (nanoGPT's estimate; measured over 200 draws on a trained model:
+standard deviation 0.014, range 1.859 .. 1.940 around a whole-split 1.900) and the exact mean over
 every 64-character window of the validation split.
 """
 

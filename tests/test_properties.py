@@ -50,7 +50,10 @@ def test_causal_block_never_looks_ahead(B, T, H, dh, seed, norm_first, data):
     with torch.no_grad():
         out, out_changed = model(x, mask=causal_mask(T)), model(x_changed, mask=causal_mask(T))
     torch.testing.assert_close(out[:, :t], out_changed[:, :t], rtol=0, atol=ATOL)
-    assert not torch.allclose(out[:, t:], out_changed[:, t:])  # the future itself did change
+    if norm_first or H * dh > 2:
+        # the future itself did change (a post-norm block of width 2 ends in a LayerNorm whose
+        # output can only be +-(1, -1) scaled: a changed input may legitimately give the same output)
+        assert not torch.allclose(out[:, t:], out_changed[:, t:])
 
 
 @SETTINGS
