@@ -70,6 +70,21 @@ def _check_dropout(dropout: float) -> None:
         raise ValueError(f"dropout must be in [0, 1), got {dropout}")
 
 
+def _check_config(config, **sizes: int) -> None:
+    """What every model config checks: ``d_mlp`` defaults to ``4 * d_model``; the given sizes and
+    n_layers, n_heads, d_model, d_mlp are positive ints; heads divide d_model; dropout and the
+    activation name are valid."""
+    if config.d_mlp is None:
+        config.d_mlp = 4 * config.d_model if isinstance(config.d_model, int) else config.d_model
+    _check_positive_ints(
+        **sizes, n_layers=config.n_layers, n_heads=config.n_heads, d_model=config.d_model, d_mlp=config.d_mlp
+    )
+    _check_heads(config.d_model, config.n_heads)
+    _check_dropout(config.dropout)
+    if config.activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {config.activation!r}")
+
+
 def _check_special_ids(vocab_size: int, vocab_name: str, **ids: int) -> None:
     for name, value in ids.items():
         if not 0 <= value < vocab_size:
@@ -121,20 +136,7 @@ class GPTConfig:
     activation: str = "gelu_new"
 
     def __post_init__(self) -> None:
-        if self.d_mlp is None:
-            self.d_mlp = 4 * self.d_model if isinstance(self.d_model, int) else self.d_model
-        _check_positive_ints(
-            vocab_size=self.vocab_size,
-            block_size=self.block_size,
-            n_layers=self.n_layers,
-            n_heads=self.n_heads,
-            d_model=self.d_model,
-            d_mlp=self.d_mlp,
-        )
-        _check_heads(self.d_model, self.n_heads)
-        _check_dropout(self.dropout)
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
+        _check_config(self, vocab_size=self.vocab_size, block_size=self.block_size)
 
 
 class GPT(nn.Module):
@@ -264,22 +266,8 @@ class BertConfig:
     activation: str = "gelu"
 
     def __post_init__(self) -> None:
-        if self.d_mlp is None:
-            self.d_mlp = 4 * self.d_model if isinstance(self.d_model, int) else self.d_model
-        _check_positive_ints(
-            vocab_size=self.vocab_size,
-            max_len=self.max_len,
-            n_layers=self.n_layers,
-            n_heads=self.n_heads,
-            d_model=self.d_model,
-            d_mlp=self.d_mlp,
-            type_vocab_size=self.type_vocab_size,
-        )
-        _check_heads(self.d_model, self.n_heads)
+        _check_config(self, vocab_size=self.vocab_size, max_len=self.max_len, type_vocab_size=self.type_vocab_size)
         _check_special_ids(self.vocab_size, "vocab_size", pad_id=self.pad_id)
-        _check_dropout(self.dropout)
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
 
 
 class BertEncoder(nn.Module):
@@ -412,25 +400,13 @@ class Seq2SeqConfig:
     eps: float = 1e-5
 
     def __post_init__(self) -> None:
-        if self.d_mlp is None:
-            self.d_mlp = 4 * self.d_model if isinstance(self.d_model, int) else self.d_model
-        _check_positive_ints(
-            src_vocab_size=self.src_vocab_size,
-            tgt_vocab_size=self.tgt_vocab_size,
-            max_len=self.max_len,
-            n_layers=self.n_layers,
-            n_heads=self.n_heads,
-            d_model=self.d_model,
-            d_mlp=self.d_mlp,
+        _check_config(
+            self, src_vocab_size=self.src_vocab_size, tgt_vocab_size=self.tgt_vocab_size, max_len=self.max_len
         )
-        _check_heads(self.d_model, self.n_heads)
-        _check_dropout(self.dropout)
         _check_special_ids(self.src_vocab_size, "src_vocab_size", pad_id=self.pad_id)
         _check_special_ids(self.tgt_vocab_size, "tgt_vocab_size", pad_id=self.pad_id, bos_id=self.bos_id, eos_id=self.eos_id)
         if self.d_model % 2:
             raise ValueError(f"d_model={self.d_model} must be even for the sinusoidal positional encoding")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
 
 
 class EncoderDecoder(nn.Module):

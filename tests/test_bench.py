@@ -61,6 +61,13 @@ def test_train_char_gpt_missing_file_is_a_one_line_error(tmp_path):
     assert "Traceback" not in r.stderr
 
 
+def test_train_char_gpt_too_few_steps_is_a_one_line_error(tmp_path):
+    r = _bench("bench/train_char_gpt.py", _shakespeare_like(tmp_path), "--steps", 5)
+    assert r.returncode == 2
+    assert "--steps must be at least 20, got 5" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
 def test_generation_bench_reports_identical_tokens_and_a_speed_up():
     r = _bench("bench/generation.py", "--new-tokens", 24, "--repeats", 1, "--threads", 1)
     assert r.returncode == 0, r.stderr

@@ -104,12 +104,23 @@ def test_gpt_rejects_bad_ids(gpt, bad, match):
         (dict(n_layers=0), "n_layers must be a positive int"),
         (dict(dropout=1.0), "dropout"),
         (dict(activation="swish"), "activation"),
+        (dict(d_mlp=-1), "d_mlp must be a positive int"),
     ],
 )
-def test_gpt_config_validation(kwargs, match):
-    base = dict(vocab_size=10, block_size=8, n_layers=1, n_heads=2, d_model=8)
+@pytest.mark.parametrize(
+    "config_cls, sizes",
+    [
+        (GPTConfig, dict(vocab_size=10, block_size=8)),
+        (BertConfig, dict(vocab_size=10, max_len=8)),
+        (Seq2SeqConfig, dict(src_vocab_size=10, tgt_vocab_size=10, max_len=8)),
+    ],
+)
+def test_config_validation(config_cls, sizes, kwargs, match):
+    """The checks every model config shares (models._check_config), for each config."""
+    base = dict(sizes, n_layers=1, n_heads=2, d_model=8)
+    assert config_cls(**base).d_mlp == 32  # the default: 4 * d_model
     with pytest.raises(ValueError, match=match):
-        GPTConfig(**{**base, **kwargs})
+        config_cls(**{**base, **kwargs})
 
 
 def test_gpt_untied_and_biasless_variants():
