@@ -106,8 +106,29 @@ def _open(browser, lab, name):
     # A workspace of its own per page, so no notebook of an earlier test is restored next to it.
     page.goto(f"{lab['base']}/lab/workspaces/{name.replace('_', '-')}/tree/{name}.ipynb?token={TOKEN}&reset")
     page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=60_000)
+    _wait_kernel_connected(lab, name)
     _wait_idle(page)
     return page
+
+
+def _wait_kernel_connected(lab, name, timeout=90):
+    """Wait until the notebook's kernel is up and this page holds a connection to it.
+
+    The page's execution indicator says "idle" from the first paint, seconds before a kernel exists;
+    "Run All Cells" pressed in that window runs nothing (CI saw exactly that). The server knows better.
+    """
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        with urllib.request.urlopen(f"{lab['base']}/api/sessions?token={TOKEN}", timeout=5) as r:
+            sessions = json.load(r)
+        kernels = [s["kernel"] for s in sessions if s.get("path", "").endswith(f"{name}.ipynb") and s.get("kernel")]
+        last = kernels
+        if any(k.get("execution_state") == "idle" and k.get("connections", 0) >= 1 for k in kernels):
+            time.sleep(0.5)  # let the page's own status catch up with the server's
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"{name}: no connected, idle kernel after {timeout} s; sessions: {last}")
 
 
 def _wait_idle(page, timeout=120):
@@ -129,11 +150,33 @@ def _wait_idle(page, timeout=120):
     raise AssertionError("the notebook was still running after %d s" % timeout)
 
 
-def _run_all(page):
+def _run_all(page, timeout=180):
+    """Run > Run All Cells, then wait until every code cell ran or one of them raised."""
     page.get_by_text("Run", exact=True).first.click()
     page.get_by_text("Run All Cells", exact=True).first.click()
-    time.sleep(1.0)
-    _wait_idle(page, timeout=180)
+    deadline = time.time() + timeout
+    state = None
+    while time.time() < deadline:
+        state = page.evaluate(
+            f"""() => {{
+                const cells = [...document.querySelectorAll('{PANEL} .jp-CodeCell')]
+                    .filter(c => (c.querySelector('.cm-content') || {{textContent: ''}}).textContent.trim() !== '');
+                const prompt = c => (c.querySelector('.jp-InputPrompt') || {{textContent: ''}}).textContent;
+                return {{
+                    total: cells.length,
+                    done: cells.filter(c => /\\[\\d+\\]/.test(prompt(c))).length,
+                    running: cells.some(c => prompt(c).includes('*')),
+                    raised: [...document.querySelectorAll('{PANEL} .jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]')]
+                        .some(o => /Traceback/.test(o.textContent)),
+                }};
+            }}""")
+        if not state["running"] and (state["done"] == state["total"] or state["raised"]):
+            break
+        time.sleep(0.5)
+    else:
+        raise AssertionError(f"Run All Cells did not finish in {timeout} s: {state}")
+    _wait_idle(page)
+    return state
 
 
 def _screenshots(page, name):
