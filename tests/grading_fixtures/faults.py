@@ -60,7 +60,10 @@ def build_class(subs: Path, out: Path, sandboxed: bool) -> None:
         # --- faults in cells -------------------------------------------------------------------
         "sleep_forever_cell": unit02(extra_before=["import time\ntime.sleep(10**6)"]),
         "infinite_loop_cell": unit02(extra_before=["while True:\n    pass"]),
-        "memory_bomb_cell": unit02(extra_before=["hog = []\nwhile True:\n    hog.append(bytearray(10**8))"]),
+        # Untouched tensors reach the address-space limit in ~0.02 s; zero-filled bytearrays took 2.4 s
+        # on a quiet machine and over the 5 s cell limit on a loaded one (reported as a timeout instead).
+        "memory_bomb_cell": unit02(extra_before=[
+            "import torch\nhog = []\nwhile True:\n    hog.append(torch.empty(10**8, dtype=torch.uint8))"]),
         "os_exit_cell": unit02(extra_before=["import os\nos._exit(3)"]),
         "sys_exit_cell": unit02(extra_before=["import sys\nsys.exit(1)"]),
         "segfault_cell": unit02(extra_before=["import ctypes\nctypes.string_at(0)"]),
