@@ -6,10 +6,18 @@ prints the rows it promises, and refuses bad arguments with a clear message.
 
 from __future__ import annotations
 
+import importlib.util
+import math
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import torch
+
+from course_lib.blocks import LayerNorm
+from course_lib.models import GPT, GPTConfig
+from course_lib.params import count_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,17 +39,26 @@ def test_train_char_gpt_prints_one_row_per_recipe_and_the_reference(tmp_path):
     r = _bench("bench/train_char_gpt.py", _shakespeare_like(tmp_path), "--steps", 20, "--no-progress", "--threads", 1)
     assert r.returncode == 0, r.stderr
     rows = {line.split()[0]: line for line in r.stdout.splitlines() if line.split()}
-    assert {"nanogpt", "course", "nanoGPT"} <= set(rows), r.stdout
-    for recipe, lr in (("nanogpt", "1e-03"), ("course", "4e-03")):
+    assert {"nanogpt", "course", "baseline", "nanoGPT"} <= set(rows), r.stdout
+    base_seconds = float(rows["baseline"].split()[2])
+    assert base_seconds > 0, rows["baseline"]
+    for recipe, lr in (("nanogpt", "1e-03"), ("course", "4e-03"), ("baseline", "1e-03")):
         fields = rows[recipe].split()
         assert fields[1] == lr
-        seconds, ratio = float(fields[2]), float(fields[3])
-        assert abs(seconds / 99.0 - ratio) < 0.006  # the ratio column is time / 99 s
-        val, val_ratio, whole = float(fields[4]), float(fields[5]), float(fields[6])
+        seconds, to_base, ratio = float(fields[2]), float(fields[3]), float(fields[4])
+        assert abs(seconds / 99.0 - ratio) < 0.006  # the "/ 99 s" column is time / 99 s
+        # the "/ base" column is time / the baseline's time, from the unrounded times: it lies
+        # within what the times printed to 0.1 s allow, give or take its own rounding to 0.01
+        low, high = (seconds - 0.05) / (base_seconds + 0.05), (seconds + 0.05) / (base_seconds - 0.05)
+        assert low - 0.005 <= to_base <= high + 0.005, rows[recipe]
+        val, val_ratio, whole = float(fields[5]), float(fields[6]), float(fields[7])
+        train_loss = float(fields[9])
         assert abs(val / 1.89 - val_ratio) < 0.0006
         assert 0.5 < val < 4.5 and 0.5 < whole < 4.5  # about log(vocab) after 20 steps, finite
+        assert math.isfinite(train_loss)
         verdict = lambda v: "met" if v <= 1.89 else "NOT met"  # noqa: E731
         assert rows[recipe].endswith(f"{verdict(val)} / {verdict(whole)}")
+    assert rows["baseline"].split()[3] == "1.00"
     assert "20 steps of 12x64" in r.stdout
 
 
@@ -49,9 +66,54 @@ def test_train_char_gpt_one_recipe_and_a_custom_learning_rate(tmp_path):
     r = _bench("bench/train_char_gpt.py", _shakespeare_like(tmp_path), "--steps", 20, "--no-progress",
                "--threads", 1, "--recipe", "course", "--lr", "2e-3")
     assert r.returncode == 0, r.stderr
-    recipes = [line.split()[0] for line in r.stdout.splitlines() if re.match(r"(nanogpt|course) ", line)]
+    recipes = [line.split()[0] for line in r.stdout.splitlines() if re.match(r"(nanogpt|course|baseline) ", line)]
     assert recipes == ["course"]
     assert "2e-03" in r.stdout
+    course_row = next(line for line in r.stdout.splitlines() if line.startswith("course "))
+    assert course_row.split()[3] == "-"  # no baseline row in this run, so no ratio to it
+
+
+def _train_char_gpt_module():
+    """bench/train_char_gpt.py as a module (bench/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("train_char_gpt", ROOT / "bench" / "train_char_gpt.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
+CHAR_GPT_CONFIG = dict(vocab_size=65, block_size=64, n_layers=4, n_heads=4, d_model=128, dropout=0.0, bias=False,
+                       activation="gelu")
+
+
+def test_baseline_gpt_has_the_course_gpt_parameters_but_the_layernorm_biases():
+    """Same matrices; the one difference is that the course's LayerNorm always has a bias
+    (GPTConfig.bias switches only the projections' biases), nn.LayerNorm(bias=False) has none."""
+    BaselineGPT = _train_char_gpt_module().BaselineGPT
+    course, baseline = GPT(GPTConfig(**CHAR_GPT_CONFIG)), BaselineGPT(GPTConfig(**CHAR_GPT_CONFIG))
+    layernorm_biases = [m.bias.numel() for m in course.modules() if isinstance(m, LayerNorm)]
+    assert layernorm_biases == [128] * 9  # ln1, ln2 of 4 blocks and ln_f
+    assert count_parameters(baseline) == 804_096
+    assert count_parameters(course) == 805_248 == count_parameters(baseline) + sum(layernorm_biases)
+    assert baseline.lm_head.weight is baseline.wte.weight  # tied, counted once
+
+
+def test_baseline_gpt_is_causal_and_returns_logits_and_loss():
+    BaselineGPT = _train_char_gpt_module().BaselineGPT
+    torch.manual_seed(0)
+    model = BaselineGPT(GPTConfig(**CHAR_GPT_CONFIG)).eval()
+    idx = torch.randint(65, (2, 64))
+    t = 37
+    changed = idx.clone()
+    changed[:, t] = (idx[:, t] + 1) % 65
+    with torch.no_grad():
+        logits, loss = model(idx, idx)
+        logits_changed, _ = model(changed, idx)
+    assert logits.shape == (2, 64, 65)
+    torch.testing.assert_close(logits_changed[:, :t], logits[:, :t], rtol=0, atol=1e-6)  # the past does not see t
+    assert (logits_changed[:, t:] - logits[:, t:]).abs().amax(dim=-1).min() > 1e-4  # t and later do
+    expected = torch.nn.functional.cross_entropy(logits.reshape(-1, 65), idx.reshape(-1))
+    torch.testing.assert_close(loss, expected)
 
 
 def test_train_char_gpt_missing_file_is_a_one_line_error(tmp_path):
@@ -73,3 +135,11 @@ def test_generation_bench_reports_identical_tokens_and_a_speed_up():
     assert r.returncode == 0, r.stderr
     assert "identical outputs: True" in r.stdout, r.stdout
     assert re.search(r"speed-up \d+\.\dx", r.stdout), r.stdout
+
+
+def test_attention_bench_refuses_bad_arguments_with_one_line():
+    r = _bench("bench/attention.py", "--threads", 0)
+    assert r.returncode == 2 and "--threads must be at least 1, got 0" in r.stderr
+    r = _bench("bench/attention.py", "--allocator", "jemalloc")
+    assert r.returncode == 2 and "invalid choice: 'jemalloc'" in r.stderr
+    assert "Traceback" not in r.stderr
