@@ -84,6 +84,7 @@ def test_every_run_records_its_isolation(graded):
     ("sleep_forever_cell", "did not finish within the 5 s limit per cell"),
     ("infinite_loop_cell", "did not finish within the 5 s limit per cell"),
     ("memory_bomb_cell", "ran out of memory"),
+    ("memory_error_cell", "ran out of memory"),
     ("os_exit_cell", "exited with status 3"),
     ("segfault_cell", "segmentation fault"),
 ])

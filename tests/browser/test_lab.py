@@ -176,7 +176,6 @@ def _run_all(page, timeout=180):
     else:
         raise AssertionError(f"Run All Cells did not finish in {timeout} s: {state}")
     _wait_idle(page)
-    return state
 
 
 def _screenshots(page, name):

@@ -64,6 +64,8 @@ def build_class(subs: Path, out: Path, sandboxed: bool) -> None:
         # on a quiet machine and over the 5 s cell limit on a loaded one (reported as a timeout instead).
         "memory_bomb_cell": unit02(extra_before=[
             "import torch\nhog = []\nwhile True:\n    hog.append(torch.empty(10**8, dtype=torch.uint8))"]),
+        # Python's own MemoryError (the tensor above raises torch's RuntimeError): one impossible block.
+        "memory_error_cell": unit02(extra_before=["hog = bytearray(10**12)"]),
         "os_exit_cell": unit02(extra_before=["import os\nos._exit(3)"]),
         "sys_exit_cell": unit02(extra_before=["import sys\nsys.exit(1)"]),
         "segfault_cell": unit02(extra_before=["import ctypes\nctypes.string_at(0)"]),
