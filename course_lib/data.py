@@ -40,7 +40,7 @@ __all__ = [
     "sentiment_dataset",
     "copy_task", "reverse_task", "sort_task", "lm_format",
     "TranslationExample", "translation_examples", "translation_pairs", "translation_tokenizers",
-    "translation_batch", "alignment_matrix", "train_test_split",
+    "translation_batch", "alignment_matrix", "train_test_split", "unique",
     "char_corpus",
     "tiny_shakespeare", "TINY_SHAKESPEARE_URL", "TINY_SHAKESPEARE_SHA256",
 ]
@@ -51,14 +51,25 @@ def _check_positive(name: str, value: int, minimum: int = 1) -> None:
         raise ValueError(f"{name} is {value!r}, expected an int >= {minimum}")
 
 
-def train_test_split(items: Sequence, test_fraction: float = 0.1, seed: int = 0) -> tuple[list, list]:
-    """Shuffle ``items`` with ``seed`` and split off the last ``test_fraction`` of them.
+def unique(items: Sequence) -> list:
+    """The distinct items of ``items``, each once, in the order of their first appearance.
 
-    Returns ``(train, test)``; the two lists are disjoint and together hold every item.
+    >>> unique(["b", "a", "b", "c", "a"])
+    ['b', 'a', 'c']
+    """
+    return list(dict.fromkeys(items))
+
+
+def train_test_split(items: Sequence, test_fraction: float = 0.1, seed: int = 0) -> tuple[list, list]:
+    """Drop duplicates, shuffle with ``seed`` and split off the last ``test_fraction`` of the items.
+
+    Returns ``(train, test)``. Duplicates go first (:func:`unique`), so that a held-out item can
+    never appear in the training list as well: the two lists are disjoint *by value* and together
+    hold every distinct item once. (Items must be hashable: strings, tuples, frozen dataclasses.)
     """
     if not 0.0 <= test_fraction <= 1.0:
         raise ValueError(f"test_fraction is {test_fraction}, expected a number in [0, 1]")
-    items = list(items)
+    items = unique(items)
     random.Random(seed).shuffle(items)
     n_test = round(len(items) * test_fraction)
     return items[: len(items) - n_test], items[len(items) - n_test:]
@@ -238,7 +249,7 @@ def toy_corpus(seed: int = 0, repeats: int = 1) -> list[str]:
     (342, 'people in cairo speak arabic')
     """
     _check_positive("repeats", repeats)
-    sentences = (_people_sentences() + _place_sentences()) * repeats
+    sentences = unique(_people_sentences() + _place_sentences()) * repeats  # each sentence `repeats` times
     random.Random(seed).shuffle(sentences)
     return sentences
 
@@ -291,7 +302,7 @@ def mole_sentences(seed: int = 0) -> list[tuple[str, str]]:
     (5 sentences per sense), shuffled with ``seed``. A contextual model (BERT)
     should give the "mole" token different vectors in different senses.
     """
-    pairs = [(t.format(x="mole"), sense) for sense, (_, templates) in _SENSE_TEMPLATES.items() for t in templates]
+    pairs = unique((t.format(x="mole"), sense) for sense, (_, templates) in _SENSE_TEMPLATES.items() for t in templates)
     random.Random(seed).shuffle(pairs)
     return pairs
 
@@ -299,12 +310,12 @@ def mole_sentences(seed: int = 0) -> list[tuple[str, str]]:
 def mlm_corpus(seed: int = 0, repeats: int = 2) -> list[str]:
     """Training sentences for a tiny BERT: :func:`toy_corpus` plus the "mole" templates
     filled with "mole" AND with ordinary words ("rabbit", "gram", "spy", "rash", ...),
-    so that the model learns what each kind of context means. Shuffled with ``seed``."""
+    so that the model learns what each kind of context means. Every distinct sentence occurs
+    ``repeats`` times; shuffled with ``seed``. (:func:`train_test_split` drops the repeats first.)"""
     _check_positive("repeats", repeats)
     sense = [t.format(x=x) for _, (words, templates) in _SENSE_TEMPLATES.items()
              for t in templates for x in ["mole"] + words]
-    sentences = toy_corpus(seed=seed, repeats=1) + sense
-    sentences = sentences * repeats
+    sentences = unique(toy_corpus(seed=seed, repeats=1) + sense) * repeats  # each distinct sentence `repeats` times
     random.Random(seed).shuffle(sentences)
     return sentences
 
@@ -347,17 +358,43 @@ def _review(rng: random.Random, positive: bool) -> str:
     return f"the {s} was {adj(not positive)} but the {s2} was {adj(positive)}"
 
 
+def _n_distinct_reviews() -> int:
+    """How many different reviews :func:`_review` can write for one label (the same for both)."""
+    n_s, n_pos, n_neg = len(_SUBJECTS), len(_POSITIVE), len(_NEGATIVE)
+    assert n_pos == n_neg
+    plain = n_s * len(_INTENSIFIERS) * n_pos  # the X was (intensifier) ADJ
+    negated = n_s * 3 * n_pos  # the X was not (very|really) ADJ
+    verbs = n_s * (len(_VERBS_POS) + len(_VERBS_NEG))  # i VERBED this X + i did not VERB this X
+    contrast = n_s * (n_s - 1) * n_pos * n_neg  # the X was A but the Y was B
+    return plain + negated + verbs + contrast
+
+
 def sentiment_dataset(n: int = 1000, seed: int = 0) -> list[tuple[str, int]]:
-    """``n`` short reviews with labels 1 = positive, 0 = negative (half of each).
+    """``n`` short reviews with labels 1 = positive, 0 = negative (half of each), all different.
 
     Most labels follow from one word ("great", "boring"), but "not" flips the
     adjective or verb after it, and in "A but B" the clause after "but" decides,
     so a bag of words cannot get everything right while a model that looks at
     word order can.
+
+    Every review occurs once (a review already written is drawn again), so that no split of
+    the list can put the same review on both sides. The few short patterns ("i loved this
+    film") have only a few dozen variants each, so they are a little rarer than 1 in 5.
     """
     _check_positive("n", n)
+    most = 2 * _n_distinct_reviews()
+    if n > most:
+        raise ValueError(f"n is {n}, but there are only {most} different reviews; expected n <= {most}")
     rng = random.Random(seed)
-    data = [(_review(rng, positive=bool(i % 2)), i % 2) for i in range(n)]
+    seen: set[str] = set()
+    data = []
+    for i in range(n):
+        positive = bool(i % 2)
+        review = _review(rng, positive)
+        while review in seen:  # draw again: every review once
+            review = _review(rng, positive)
+        seen.add(review)
+        data.append((review, int(positive)))
     rng.shuffle(data)
     return data
 
