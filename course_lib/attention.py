@@ -264,7 +264,7 @@ def scaled_dot_product_attention(
     return_weights: bool = False,
     dropout_p: float = 0.0,
 ) -> Tensor | tuple[Tensor, Tensor]:
-    """``softmax(q k^T / sqrt(d_k) + mask) v``.
+    """``softmax(q k^T / sqrt(d_k)) v``, the blocked scores set to -inf before the softmax.
 
     q (..., T_q, d_k), k (..., T_k, d_k), v (..., T_k, d_v) -> out (..., T_q, d_v)
     and, when ``return_weights``, the attention weights (..., T_q, T_k).
@@ -339,7 +339,7 @@ class SelfAttentionHead(nn.Module):
     ::
 
         q = x W_Q,  k = x W_K,  v = x W_V          (B, T, d_head) each
-        z = softmax(q k^T / sqrt(d_head) + mask) v  (B, T, d_head)
+        z = softmax(q k^T / sqrt(d_head), masked) v (B, T, d_head); masked: blocked scores -> -inf
         delta = z W_O                               (B, T, d_model)
 
     The head returns ``delta``, the update it adds to the residual stream.
