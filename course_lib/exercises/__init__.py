@@ -7,12 +7,12 @@ In a notebook::
 """
 
 from .check import CheckResult, check
-from .core import (PUBLIC_SEED, STATUSES, Call, Case, Exercise, Forbidden, GeneratorSeed, KnownMistake,
+from .core import (PUBLIC_SEED, STATUSES, Alternative, Call, Case, Exercise, Forbidden, GeneratorSeed, KnownMistake,
                    ModuleInputs, Outcome, Property, Report, compare, run_local)
 from .registry import all_exercises, for_notebook, get, known_ids, load_all, register
 
 __all__ = [
-    "check", "CheckResult", "Exercise", "Case", "Call", "KnownMistake", "Property", "Forbidden",
+    "check", "CheckResult", "Exercise", "Alternative", "Case", "Call", "KnownMistake", "Property", "Forbidden",
     "GeneratorSeed", "ModuleInputs", "Outcome", "Report", "compare", "run_local", "PUBLIC_SEED", "STATUSES",
     "all_exercises", "for_notebook", "get", "known_ids", "load_all", "register",
 ]

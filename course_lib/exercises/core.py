@@ -163,6 +163,9 @@ class Property:
     message: str
     holds: Callable[..., bool]
     derive: Callable[[Case], Sequence[Case]] = lambda case: ()
+    #: Names of exactly the known mistakes whose outputs fail this property (tested for every exercise),
+    #: so that a property whose message diagnoses one cause never fires for another.
+    fires_for: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -171,6 +174,16 @@ class KnownMistake:
 
     name: str
     message: str
+    fn: Callable
+
+
+@dataclass(frozen=True)
+class Alternative:
+    """A correct implementation written differently from the reference (einsum instead of matmul, a
+    loop instead of a vectorised expression, ...). The tests of the tests prove that it passes, inline
+    and through the grader, on the public and the hidden cases."""
+
+    name: str
     fn: Callable
 
 
@@ -453,6 +466,16 @@ class Exercise:
     check_dtype: bool = True
     kind: str = "function"  # or "module": the learner writes an nn.Module class
     forbid_reference: bool = True  # calling course_lib's reference for this exercise counts as forbidden
+    #: Correct implementations written differently from the reference (at least two per exercise).
+    alternatives: Sequence[Alternative] = ()
+    #: Names of the arguments (parameter names of the reference, or of ``forward`` for a module) that
+    #: the function may change in place. Every other input must be unchanged after the call.
+    mutates: tuple = ()
+    #: Python numbers in the expected output must come back with exactly their type: an ``int`` where an
+    #: int is promised (``2.0`` is wrong), a ``float`` where a float is (numpy float64 counts as float).
+    exact_types: bool = True
+    #: A 1-element tensor may stand for a promised Python number (off by default: ``.item()`` it).
+    allow_tensor_numbers: bool = False
 
     def __post_init__(self):
         m = ID_PATTERN.match(self.id)
@@ -464,6 +487,10 @@ class Exercise:
             raise ValueError(f"exercise {self.id}: kind must be 'function' or 'module', got {self.kind!r}")
         if self.points <= 0:
             raise ValueError(f"exercise {self.id}: points must be positive")
+        if isinstance(self.mutates, str):
+            raise ValueError(f"exercise {self.id}: mutates must be a tuple of names, e.g. ({self.mutates!r},)")
+        self.mutates = tuple(self.mutates)
+        self.alternatives = tuple(self.alternatives)
 
     # -- inputs ---------------------------------------------------------------------------------------
 
