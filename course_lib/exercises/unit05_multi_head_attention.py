@@ -174,7 +174,7 @@ class MultiHeadAttention(A.MultiHeadAttention):
     learner's code is caught as a ready-made shortcut::
 
         q, k, v = split_heads(x W_Q), split_heads(x W_K), split_heads(x W_V)   (B, H, T, Dh)
-        z = softmax(q k^T / sqrt(Dh) + mask) v                                 (B, H, T, Dh)
+        z = softmax(q k^T / sqrt(Dh), blocked scores -> -inf) v              (B, H, T, Dh)
         out = merge_heads(z) W_O                                               (B, T, D)
     """
 
