@@ -143,3 +143,48 @@ def test_attention_bench_refuses_bad_arguments_with_one_line():
     r = _bench("bench/attention.py", "--allocator", "jemalloc")
     assert r.returncode == 2 and "invalid choice: 'jemalloc'" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def _tiny_notebook(path: Path, cells) -> None:
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    for kind, source, tags in cells:
+        make = nbformat.v4.new_markdown_cell if kind == "md" else nbformat.v4.new_code_cell
+        cell = make(source)
+        cell.metadata["tags"] = list(tags)
+        nb.cells.append(cell)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+def test_notebooks_bench_prints_measured_time_beside_each_claim(tmp_path):
+    src = tmp_path / "solutions"
+    src.mkdir()
+    _tiny_notebook(src / "01_quick.ipynb", [
+        ("md", "# Unit 01\nIn this unit you train a model in under 30 seconds.", ()),
+        ("code", "import time\ntime.sleep(0.2)", ("train",)),
+        ("md", "The next cell takes 1 to 2 seconds.", ()),
+        ("code", "x = sum(range(1000))", ()),
+        ("code", "raise SystemExit('network cell must be skipped')", ("network",)),
+    ])
+    _tiny_notebook(src / "02_broken.ipynb", [("code", "1/0", ())])
+    r = _bench("bench/notebooks.py", "--src", src, timeout=300)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    row = next(line for line in lines if line.startswith("01_quick"))
+    wall, cpu, train = (float(x) for x in row.split()[1:4])
+    assert 0.2 <= train <= wall  # the sleeping train cell, within the whole run
+    assert row.split()[4:6] == ["60", "within"] and row.endswith("under a minute")
+    training = next(line for line in lines if "training In this unit" in line)
+    assert training.split()[:2] == ["30", "within"]
+    broken = next(line for line in lines if line.startswith("02_broken"))
+    assert "ERROR" in broken and any("ZeroDivisionError" in line for line in lines)
+    cell_row = next(line for line in lines if line.startswith("01_quick") and "1 to 2 seconds" in line)
+    assert cell_row.split()[1] == "3" and float(cell_row.split()[2]) >= 0  # claim bound to the next code cell
+    assert cell_row.split()[3] == "2"
+
+
+def test_notebooks_bench_refuses_bad_units(tmp_path):
+    r = _bench("bench/notebooks.py", "9", timeout=60)
+    assert r.returncode == 2 and "two digits" in r.stderr
