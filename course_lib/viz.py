@@ -47,7 +47,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 __all__ = [
-    "attention_heatmap", "positional_heatmap", "pca_2d", "embedding_map", "loss_curve",
+    "attention_heatmap", "positional_heatmap", "pca_2d", "embedding_map", "loss_curve", "text_colour_on",
     "figure_to_png", "Explorer", "explorer", "STATIC_NOTE",
 ]
 
@@ -65,6 +65,25 @@ def _as_2d(x: Any, name: str) -> torch.Tensor:
     if t.dim() != 2:
         raise ValueError(f"{name} has shape {tuple(t.shape)}, expected a 2-D array")
     return t
+
+
+def relative_luminance(rgba: Sequence[float]) -> float:
+    """The WCAG relative luminance of an sRGB colour (0 = black, 1 = white).
+
+    Each channel c in [0, 1] is linearised (c / 12.92 below 0.04045, else ((c + 0.055) / 1.055) ** 2.4),
+    then L = 0.2126 R + 0.7152 G + 0.0722 B.
+    """
+    lin = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in rgba[:3]]
+    return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+
+def text_colour_on(rgba: Sequence[float]) -> str:
+    """"black" or "white", whichever contrasts more with a cell of colour ``rgba``.
+
+    The contrast ratio of two luminances is (L_light + 0.05) / (L_dark + 0.05); black and white
+    give the same contrast at L = sqrt(1.05 * 0.05) - 0.05 ~ 0.179.
+    """
+    return "black" if relative_luminance(rgba) > 0.179 else "white"
 
 
 def _axes(ax: Axes | None, figsize: tuple[float, float]) -> Axes:
@@ -109,16 +128,20 @@ def attention_heatmap(
     if annotate is None:
         annotate = T_q <= 12 and T_k <= 12
     if annotate:
-        threshold = 0.5 * (float(w.max()) + float(w.min()))
         for i in range(T_q):
             for j in range(T_k):
                 v = float(w[i, j])
-                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7,
-                        color="white" if v > threshold else "black")
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8,
+                        color=text_colour_on(image.cmap(image.norm(v))))
     if title is not None:
-        ax.set_title(title)
+        ax.set_title(title, pad=12)  # clear of the colour bar's top label
     if colorbar:
-        ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+        # a colour bar exactly as tall as the pattern (imshow's square cells can make the axes shorter
+        # than the space a plain colorbar(ax=...) takes, pushing its "1.0" up into the title)
+        from mpl_toolkits.axes_grid1 import make_axes_locatable
+
+        bar_ax = make_axes_locatable(ax).append_axes("right", size=0.15, pad=0.1)
+        ax.figure.colorbar(image, cax=bar_ax)
     return ax
 
 

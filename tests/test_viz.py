@@ -268,3 +268,50 @@ def test_explorer_in_a_real_kernel(tmp_path):
     assert {"image/png", viz.WIDGET_MIME} <= set(outputs[0]["data"])
     assert outputs[1]["data"][viz.WIDGET_MIME]["model_id"] == ""
     assert nb.cells[2].outputs[0]["text"].strip() == "2 True []"
+
+
+def _contrast(rgba_a, rgba_b):
+    la, lb = sorted([viz.relative_luminance(rgba_a), viz.relative_luminance(rgba_b)])
+    return (lb + 0.05) / (la + 0.05)
+
+
+@pytest.mark.parametrize("cmap", ["Blues", "viridis", "Greys", "magma"])
+def test_heatmap_numbers_contrast_with_their_cell(cmap):
+    """Every annotated number is readable on its cell: contrast ratio of at least 4.5 (WCAG AA) ..."""
+    from matplotlib.colors import to_rgba
+
+    w = torch.linspace(0, 1, 25).reshape(5, 5)  # every shade of the colour map
+    ax = viz.attention_heatmap(w, cmap=cmap)
+    image = ax.images[0]
+    assert len(ax.texts) == 25
+    for text in ax.texts:
+        j, i = (round(c) for c in text.get_position())
+        cell = image.cmap(image.norm(float(w[i, j])))
+        assert _contrast(to_rgba(text.get_color()), cell) >= 4.5, (cmap, float(w[i, j]), text.get_color())
+
+
+def test_text_colour_on_picks_the_better_contrast():
+    assert viz.text_colour_on((1.0, 1.0, 1.0, 1.0)) == "black"
+    assert viz.text_colour_on((0.0, 0.0, 0.0, 1.0)) == "white"
+    assert viz.text_colour_on((0.6, 0.75, 0.9, 1.0)) == "black"  # a pale blue: white would be unreadable
+    for grey in np.linspace(0, 1, 41):
+        rgba = (grey, grey, grey, 1.0)
+        chosen = (1.0, 1.0, 1.0, 1.0) if viz.text_colour_on(rgba) == "white" else (0.0, 0.0, 0.0, 1.0)
+        other = (0.0, 0.0, 0.0, 1.0) if chosen[0] == 1.0 else (1.0, 1.0, 1.0, 1.0)
+        assert _contrast(chosen, rgba) >= _contrast(other, rgba) - 1e-9
+
+
+@pytest.mark.parametrize("shape", [(3, 4), (4, 4), (8, 8), (2, 12)])
+def test_heatmap_title_clears_the_colour_bar_labels(shape):
+    """The colour bar's top label ("1.0") never runs into the title, however long the title."""
+    w = torch.softmax(torch.randn(*shape, generator=torch.Generator().manual_seed(0)), dim=-1)
+    ax = viz.attention_heatmap(w, title="hand-built head: nouns attend to their adjectives")
+    fig = ax.figure
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    title = ax.title.get_window_extent(renderer)
+    colour_bar = [a for a in fig.axes if a is not ax][0]
+    labels = [t for t in colour_bar.get_yticklabels() if t.get_text()]
+    assert labels
+    for label in labels:
+        assert not title.overlaps(label.get_window_extent(renderer)), label.get_text()
