@@ -1,8 +1,8 @@
 """The learner's experience in a real browser: JupyterLab + Chromium, driven by Playwright.
 
-For units 02, 03 and 06: open the learner notebook, run all cells, and check that no cell shows an error,
+For every unit: open the learner notebook, run all cells, and check that no cell shows an error,
 every exercise check says "not attempted", figures render as images and the widget explorer renders; move
-its slider and see the figure change. In unit 02, type one correct answer and one known mistake into the
+its slider (or pick another entry of its menu) and see the figure change. In unit 02, type one correct answer and one known mistake into the
 editor and see the check pass and name the mistake. Full-page screenshots are saved under
 ``test-artifacts/browser/`` (or $COURSE_ARTIFACTS) for a person to look at.
 
@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(os.environ.get("COURSE_ARTIFACTS", ROOT / "test-artifacts" / "browser"))
 TOKEN = "browser-test-token"
-UNITS = ["02_softmax_sampling", "03_attention", "06_positional_encoding"]
+UNITS = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 PANEL = ".jp-NotebookPanel:not(.lm-mod-hidden)"  # the notebook on screen
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--disable-quic"]
@@ -150,7 +150,7 @@ def _wait_idle(page, timeout=120):
     raise AssertionError("the notebook was still running after %d s" % timeout)
 
 
-def _run_all(page, timeout=180):
+def _run_all(page, timeout=600):
     """Run > Run All Cells, then wait until every code cell ran or one of them raised."""
     page.get_by_text("Run", exact=True).first.click()
     page.get_by_text("Run All Cells", exact=True).first.click()
@@ -220,26 +220,35 @@ def test_learner_notebook_runs_in_jupyterlab(browser, lab, name):
             "() => [...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea-output img')]"
             ".filter(i => i.naturalWidth > 0).length")
         assert n_images >= 2, f"{name}: only {n_images} rendered figures"
-        _slider_changes_figure(page, name)
+        _explorer_changes_figure(page, name)
         shots = _screenshots(page, name)
         print(f"screenshots of {name}: {shots[0].parent} ({len(shots)} pages)")
     finally:
         page.close()
 
 
-def _slider_changes_figure(page, name):
+def _explorer_changes_figure(page, name):
+    """Move the first explorer's slider, or pick another entry of its menu; its figure must change."""
     sliders = page.locator(f"{PANEL} .jp-OutputArea-output .widget-slider")
-    assert sliders.count() >= 1, f"{name}: no ipywidgets slider rendered"
-    slider = sliders.first
-    slider.scroll_into_view_if_needed()
-    widget_area = slider.locator("xpath=ancestor::div[contains(@class,'jp-OutputArea-output')][1]")
+    menus = page.locator(f"{PANEL} .jp-OutputArea-output .widget-dropdown select")
+    assert sliders.count() + menus.count() >= 1, f"{name}: no ipywidgets slider or menu rendered"
+    control = sliders.first if sliders.count() else menus.first
+    control.scroll_into_view_if_needed()
+    widget_area = control.locator("xpath=ancestor::div[contains(@class,'jp-OutputArea-output')][1]")
     img = widget_area.locator("img").first
     before = img.get_attribute("src")
-    handle = slider.locator(".noUi-handle, .ui-slider-handle, [role=slider]").first
-    handle.click()
-    for _ in range(5):
-        page.keyboard.press("ArrowRight")
-        time.sleep(0.2)
+    if sliders.count():
+        handle = control.locator(".noUi-handle, .ui-slider-handle, [role=slider]").first
+        handle.click()
+        for _ in range(5):
+            page.keyboard.press("ArrowRight")
+            time.sleep(0.2)
+    else:
+        options = control.locator("option")
+        assert options.count() >= 2, f"{name}: the explorer's menu has one entry"
+        current = control.input_value()
+        values = [options.nth(i).get_attribute("value") for i in range(options.count())]
+        control.select_option(next(v for v in values if v != current))
     deadline = time.time() + 20
     after = before
     while time.time() < deadline:
@@ -247,7 +256,7 @@ def _slider_changes_figure(page, name):
         if after != before:
             break
         time.sleep(0.3)
-    assert after != before, f"{name}: moving the slider did not change the figure"
+    assert after != before, f"{name}: changing the explorer did not change the figure"
 
 
 def _cell_index_of(page, marker: str) -> int:
