@@ -637,3 +637,19 @@ def bert_from_hf(hf_model) -> BertEncoder:
             _copy(dst.weight, src.weight, f"encoder.layer.{l}.{their_name}.weight")
             _copy(dst.bias, src.bias, f"encoder.layer.{l}.{their_name}.bias")
     return model.eval()
+
+# --------------------------------------------------------------------------
+# Unit 11: the vision transformer lives in its own module (course_lib.vit)
+# --------------------------------------------------------------------------
+from course_lib.vit import ViTConfig, ViTEncoder, ViTForClassification, vit_from_hf  # noqa: E402
+
+__all__ += ["ViTConfig", "ViTEncoder", "ViTForClassification", "vit_from_hf"]
+
+
+# --------------------------------------------------------------------------
+# T5 (unit 10, "what T5 changed") lives in its own module; re-exported here.
+# --------------------------------------------------------------------------
+
+from course_lib.t5 import T5, T5Config, t5_from_hf  # noqa: E402
+
+__all__ += ["T5Config", "T5", "t5_from_hf"]
