@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .. import attention as A
-from .core import (Call, Case, Exercise, Forbidden, KnownMistake, ModuleInputs, Property, call_watched, compare,
+from .core import (Alternative, Call, Case, Exercise, Forbidden, KnownMistake, ModuleInputs, Property, call_watched, compare,
                    materialize)
 from .registry import register
 from .core import randn as _randn  # shared case helpers
@@ -55,9 +55,33 @@ def split_interleaved(x, n_heads):
     return x.view(B, T, D // n_heads, n_heads).permute(0, 3, 1, 2)  # head h gets features h, h+H, ...
 
 
+def split_keys_layout(x, n_heads):
+    B, T, D = x.shape
+    return x.view(B, T, n_heads, D // n_heads).permute(0, 2, 3, 1)  # (B, H, Dh, T): time last
+
+
+def split_sizes_swapped(x, n_heads):
+    B, T, D = x.shape
+    return x.view(B, T, D // n_heads, n_heads).transpose(1, 2)  # Dh "heads" of size H
+
+
+# correct, written differently
+def split_permute(x, n_heads):
+    B, T, D = x.shape
+    return x.reshape(B, T, n_heads, -1).permute(0, 2, 1, 3)
+
+
+def split_chunks(x, n_heads):
+    return torch.stack(x.chunk(n_heads, dim=-1), dim=1)  # H chunks of (B, T, Dh) -> (B, H, T, Dh)
+
+
+def split_unflatten(x, n_heads):
+    return x.unflatten(-1, (n_heads, x.shape[-1] // n_heads)).transpose(1, 2)
+
+
 def _split_cases(gen, hidden):
     cases = [Case((torch.arange(24.0).view(1, 3, 8), 2), {}, "small", "x = arange(24) as (1, 3, 8), 2 heads")]
-    shapes = [(2, 5, 12, 3)] + ([(3, 7, 16, 4), (1, 9, 30, 5), (4, 6, 8, 8)] if hidden else [])
+    shapes = [(2, 5, 12, 3), (1, 4, 16, 4)] + ([(3, 7, 16, 4), (1, 9, 30, 5), (4, 6, 8, 8)] if hidden else [])
     for B, T, D, H in shapes:
         cases.append(Case((_randn(gen, B, T, D), H), {}, "random", f"(B, T, D) = {(B, T, D)}, {H} heads"))
     cases.append(Case((_randn(gen, 2, 4, 6), 1), {}, "one head", "a single head: (B, 1, T, D)"))
@@ -74,7 +98,12 @@ SPLIT_HEADS = Exercise(
     title="Splitting d_model into heads", minutes=10,
     reference=A.split_heads, make_cases=_split_cases, forbidden=[EINOPS],
     properties=[Property("merge undoes split", "merge_heads(split_heads(x, H)) must give back x exactly",
-                         _split_then_merge)],
+                         _split_then_merge,
+                         fires_for=("reshape without transpose", "transpose forgotten", "heads interleaved",
+                                    "(B, H, Dh, T) instead of (B, H, T, Dh)"))],
+    alternatives=[Alternative("reshape(B, T, H, -1).permute(0, 2, 1, 3)", split_permute),
+                  Alternative("torch.stack of chunks", split_chunks),
+                  Alternative("unflatten then transpose", split_unflatten)],
     mistakes=[
         KnownMistake("reshape without transpose",
                      "You reshape (B, T, D) straight to (B, H, T, Dh). The shape is right, but the numbers "
@@ -91,6 +120,14 @@ SPLIT_HEADS = Exercise(
                      "You cut D as (Dh, H), so head h gets the features h, h+H, h+2H, ... Each head owns a "
                      "CONTIGUOUS block of Dh features: view(B, T, H, Dh), not view(B, T, Dh, H).",
                      split_interleaved),
+        KnownMistake("(B, H, Dh, T) instead of (B, H, T, Dh)",
+                     "Your heads are cut correctly but time ended up LAST, (B, H, Dh, T): the layout of k^T, "
+                     "not of q, k and v. Only swap the time and head axes: view(B, T, H, Dh).transpose(1, 2).",
+                     split_keys_layout),
+        KnownMistake("n_heads and d_head swapped",
+                     "You cut D into d_head pieces of size n_heads: view(B, T, D // H, H). The head axis "
+                     "must have n_heads entries, each of size d_head = D // H: view(B, T, H, D // H).",
+                     split_sizes_swapped),
     ],
 )
 
@@ -118,10 +155,32 @@ def merge_mean(x):
     return x.mean(dim=1)  # (B, T, Dh)
 
 
+def merge_along_time(x):
+    return torch.cat(x.unbind(dim=1), dim=1)  # (B, H * T, Dh): heads stacked along time
+
+
+def merge_not_flattened(x):
+    return x.transpose(1, 2)  # (B, T, H, Dh): the last two axes never joined
+
+
+# correct, written differently
+def merge_permute_contiguous_view(x):
+    B, H, T, Dh = x.shape
+    return x.permute(0, 2, 1, 3).contiguous().view(B, T, H * Dh)
+
+
+def merge_cat(x):
+    return torch.cat(x.unbind(dim=1), dim=-1)  # head 0's features, then head 1's, ...
+
+
+def merge_flatten(x):
+    return x.transpose(1, 2).flatten(start_dim=2)
+
+
 def _merge_cases(gen, hidden):
     cases = [Case((torch.arange(24.0).view(1, 2, 3, 4),), {}, "small",
                   "x = arange(24) as (B, H, T, Dh) = (1, 2, 3, 4)")]
-    shapes = [(2, 3, 5, 4)] + ([(3, 4, 7, 2), (1, 6, 9, 5), (2, 8, 3, 8)] if hidden else [])
+    shapes = [(2, 3, 5, 4), (1, 4, 4, 4)] + ([(3, 4, 7, 2), (1, 6, 9, 5), (2, 8, 3, 8)] if hidden else [])
     for B, H, T, Dh in shapes:
         cases.append(Case((_randn(gen, B, H, T, Dh),), {}, "random", f"(B, H, T, Dh) = {(B, H, T, Dh)}"))
     return cases
@@ -137,7 +196,13 @@ MERGE_HEADS = Exercise(
     title="Concatenating the heads again", minutes=5,
     reference=A.merge_heads, make_cases=_merge_cases, forbidden=[EINOPS],
     properties=[Property("split undoes merge", "split_heads(merge_heads(z), H) must give back z exactly",
-                         _merge_then_split)],
+                         _merge_then_split,
+                         fires_for=("merge without transpose back", "heads interleaved",
+                                    "heads summed instead of concatenated", "heads averaged instead of concatenated",
+                                    "heads stacked along time", "last two axes not joined"))],
+    alternatives=[Alternative("permute, contiguous, view", merge_permute_contiguous_view),
+                  Alternative("torch.cat of the heads", merge_cat),
+                  Alternative("transpose then flatten", merge_flatten)],
     mistakes=[
         KnownMistake("merge without transpose back",
                      "You reshape (B, H, T, Dh) straight to (B, T, D). Memory is still laid out head by "
@@ -156,6 +221,15 @@ MERGE_HEADS = Exercise(
         KnownMistake("heads averaged instead of concatenated",
                      "You average the heads, giving (B, T, Dh). Concatenate them into (B, T, H * Dh).",
                      merge_mean),
+        KnownMistake("heads stacked along time",
+                     "You concatenate the heads along the TIME axis, giving (B, H * T, Dh). Each token must "
+                     "get all heads' features side by side: concatenate along the last axis, "
+                     "torch.cat(z.unbind(1), dim=-1), or transpose(1, 2) then reshape(B, T, H * Dh).",
+                     merge_along_time),
+        KnownMistake("last two axes not joined",
+                     "You transposed back to (B, T, H, Dh) but stopped there. Join the last two axes: "
+                     ".reshape(B, T, H * Dh).",
+                     merge_not_flattened),
     ],
 )
 
@@ -216,10 +290,12 @@ class _ModuleExercise(Exercise):
         return [Call(tuple(ModuleInputs(a.init, a.state, a.args) if isinstance(a, ModuleInputs) else a
                            for a in c.args), c.kwargs, c.case_index, c.property_name) for c in calls]
 
-    def invoke(self, obj, call: Call, forbidden=()):
+    def invoke(self, obj, call: Call, forbidden=(), keep_inputs=None):
         spec = materialize(call.args)[0]
         if not isinstance(spec, ModuleInputs):
             raise TypeError("module exercises take a ModuleInputs as their only argument")
+        if keep_inputs is not None:
+            keep_inputs.append((spec.args, {}))  # forward's inputs, to see whether it changed them
 
         def run():
             module = obj(**spec.init)
@@ -279,6 +355,80 @@ class MHAMaskIgnored(MultiHeadAttention):
         return super().forward(x, mask=None)
 
 
+def _scores(q, k, scale):
+    return q @ k.transpose(-2, -1) / scale  # (B, H, T, T)
+
+
+class MHAMaskAdded(MultiHeadAttention):
+    def forward(self, x, mask=None):
+        q, k, v = (A.split_heads(t, self.n_heads) for t in _qkv(self, x))
+        scores = _scores(q, k, math.sqrt(self.d_head))
+        if mask is not None:
+            scores = scores + mask  # a bool mask added: True -> +1, nothing blocked
+        return self.W_O(A.merge_heads(torch.softmax(scores, dim=-1) @ v))
+
+
+class MHAMaskInverted(MultiHeadAttention):
+    def forward(self, x, mask=None):
+        return super().forward(x, mask=None if mask is None else ~mask)
+
+
+class MHAUnscaled(MultiHeadAttention):
+    def forward(self, x, mask=None):
+        q, k, v = (A.split_heads(t, self.n_heads) for t in _qkv(self, x))
+        q = q * math.sqrt(self.d_head)  # cancels the 1/sqrt(d_head): no scaling at all
+        return self.W_O(A.merge_heads(A.scaled_dot_product_attention(q, k, v, mask=mask)))
+
+
+class MHAMergedFeatureMajor(MultiHeadAttention):
+    def forward(self, x, mask=None):
+        B, T, D = x.shape
+        q, k, v = (A.split_heads(t, self.n_heads) for t in _qkv(self, x))
+        z = A.scaled_dot_product_attention(q, k, v, mask=mask)  # (B, H, T, Dh)
+        return self.W_O(z.permute(0, 2, 3, 1).reshape(B, T, D))  # features ordered (Dh, H)
+
+
+# correct, written differently
+class MHAHeadLoop(nn.Module):
+    """One head at a time, with slices of the big matrices, then concatenated."""
+
+    def __init__(self, d_model, n_heads):
+        super().__init__()
+        self.d_model, self.n_heads, self.d_head = d_model, n_heads, d_model // n_heads
+        self.W_Q, self.W_K, self.W_V, self.W_O = (nn.Linear(d_model, d_model) for _ in range(4))
+
+    def forward(self, x, mask=None):
+        q, k, v = self.W_Q(x), self.W_K(x), self.W_V(x)  # (B, T, D)
+        heads = []
+        for h in range(self.n_heads):
+            cols = slice(h * self.d_head, (h + 1) * self.d_head)
+            scores = q[..., cols] @ k[..., cols].transpose(-2, -1) / math.sqrt(self.d_head)  # (B, T, T)
+            if mask is not None:
+                m = mask[:, 0] if mask.dim() == 4 else mask  # (B, 1, 1, T) -> (B, 1, T)
+                scores = scores.masked_fill(~m, float("-inf"))
+            heads.append(torch.softmax(scores, dim=-1) @ v[..., cols])  # (B, T, Dh)
+        return self.W_O(torch.cat(heads, dim=-1))
+
+
+class MHAEinsum(nn.Module):
+    """einsum for the scores and the weighted sum; masked with torch.where."""
+
+    def __init__(self, d_model, n_heads):
+        super().__init__()
+        self.d_model, self.n_heads, self.d_head = d_model, n_heads, d_model // n_heads
+        self.W_Q, self.W_K, self.W_V, self.W_O = (nn.Linear(d_model, d_model) for _ in range(4))
+
+    def forward(self, x, mask=None):
+        B, T, D = x.shape
+        q, k, v = (W(x).reshape(B, T, self.n_heads, self.d_head).permute(0, 2, 1, 3)
+                   for W in (self.W_Q, self.W_K, self.W_V))  # (B, H, T, Dh)
+        scores = torch.einsum("bhqd,bhkd->bhqk", q, k) / self.d_head ** 0.5
+        if mask is not None:
+            scores = torch.where(mask, scores, torch.tensor(float("-inf")))
+        z = torch.einsum("bhqk,bhkd->bhqd", torch.softmax(scores, dim=-1), v)
+        return self.W_O(z.permute(0, 2, 1, 3).reshape(B, T, D))
+
+
 def _mha_state(gen, d_model, n_heads):
     ref = MultiHeadAttention(d_model, n_heads)
     with torch.no_grad():
@@ -292,7 +442,7 @@ def _mha_cases(gen, hidden):
     cases = []
     configs = [(2, 5, 8, 2, None)] + ([(3, 7, 12, 3, None), (1, 9, 16, 4, None)] if hidden else [])
     configs += [(2, 6, 12, 3, "causal")] + ([(2, 10, 16, 2, "causal")] if hidden else [])
-    configs += [(3, 5, 8, 4, "padding")] if hidden else []
+    configs += [(3, 5, 8, 4, "padding")] + ([(2, 7, 12, 2, "padding")] if hidden else [])
     for B, T, D, H, kind in configs:
         state = _mha_state(gen, D, H)
         x = _randn(gen, B, T, D)
@@ -313,6 +463,8 @@ MHA = _ModuleExercise(
     title="A multi-head attention module", minutes=20, kind="module",
     reference=MultiHeadAttention, make_cases=_mha_cases, atol=1e-5, rtol=1e-4,
     forbidden=[READY_MADE_MHA],
+    alternatives=[Alternative("a loop over the heads, with slices", MHAHeadLoop),
+                  Alternative("reshape + permute and einsum, masked with torch.where", MHAEinsum)],
     mistakes=[
         KnownMistake("reshape without transpose",
                      "You reshape q, k, v (B, T, D) straight to (B, H, T, Dh) (and back), which mixes "
@@ -331,6 +483,24 @@ MHA = _ModuleExercise(
                      "Your output matches ONE attention head over all d_model features. Split q, k and v "
                      "into n_heads heads of size d_head, attend in each head separately, then concatenate.",
                      MHAOneHead),
+        KnownMistake("heads merged in the wrong order",
+                     "You merge the heads feature by feature ((B, T, Dh, H) flattened): feature 0 of every "
+                     "head, then feature 1, ... W_O expects whole heads side by side, head 0's Dh features "
+                     "first: z.transpose(1, 2).reshape(B, T, D).",
+                     MHAMergedFeatureMajor),
+        KnownMistake("scores not scaled",
+                     "Your scores are q k^T without any division, so the patterns come out too sharp. "
+                     "Divide by sqrt(d_head) (= math.sqrt(self.d_head)), the length of each head's vectors.",
+                     MHAUnscaled),
+        KnownMistake("bool mask added to the scores",
+                     "You add the bool mask to the scores: True counts as 1, False as 0, so nothing is "
+                     "blocked. Set the blocked scores to -inf instead: scores.masked_fill(~mask, "
+                     "float('-inf')) (or pass the mask to lib.scaled_dot_product_attention).",
+                     MHAMaskAdded),
+        KnownMistake("mask inverted",
+                     "You block where the mask is True. In this course True means 'may attend': fill "
+                     "where ~mask.",
+                     MHAMaskInverted),
         KnownMistake("mask ignored",
                      "Your output does not change with the mask. Pass it on to the attention of every head "
                      "(a (T, T) or (B, 1, 1, T) mask broadcasts over (B, H, T, T)).",
@@ -372,10 +542,36 @@ def count_head_size_squared(d_model, n_heads, bias=True):
     return 4 * n_heads * d_head * d_head + (4 * d_model if bias else 0)
 
 
+def count_as_float(d_model, n_heads, bias=True):
+    d_head = d_model / n_heads  # true division: a float
+    return 4 * n_heads * d_model * d_head + (4 * d_model if bias else 0)
+
+
+def count_bias_flag_ignored(d_model, n_heads, bias=True):
+    return 4 * d_model * d_model + 4 * d_model  # biases counted even with bias=False
+
+
+def count_one_bias(d_model, n_heads, bias=True):
+    return 4 * d_model * d_model + (d_model if bias else 0)
+
+
+# correct, written differently
+def count_per_head(d_model, n_heads, bias=True):
+    d_head = d_model // n_heads
+    per_head = 3 * d_model * d_head + d_head * d_model  # W_Q^h, W_K^h, W_V^h and W_O^h
+    return n_heads * per_head + 4 * d_model * int(bias)
+
+
+def count_linear_layers(d_model, n_heads, bias=True):
+    layer = torch.nn.Linear(d_model, d_model, bias=bias, device="meta")  # no memory for the weights
+    return 4 * sum(p.numel() for p in layer.parameters())
+
+
 def _count_cases(gen, hidden):
     cases = [Case((8, 2), {}, "small", "d_model=8, 2 heads"),
              Case((12, 3), {"bias": False}, "small", "no biases"),
-             Case((768, 12), {}, "real", "GPT-2 small: d_model=768, 12 heads")]
+             Case((768, 12), {}, "real", "GPT-2 small: d_model=768, 12 heads"),
+             Case((12288, 96), {"bias": False}, "real", "GPT-3: d_model=12288, 96 heads, no biases")]
     if hidden:
         for _ in range(3):
             H = int(torch.randint(1, 9, (1,), generator=gen))
@@ -400,8 +596,25 @@ MHA_COUNT = Exercise(
     reference=mha_parameter_count, make_cases=_count_cases,
     properties=[Property("equals the module's count",
                          "the count must equal the number of parameters of an actual MultiHeadAttention module",
-                         _count_matches_torch)],
+                         _count_matches_torch,
+                         fires_for=("a full set of matrices per head", "biases forgotten", "W_O forgotten",
+                                    "d_head x d_head per head", "bias=False ignored", "one bias vector"))],
+    alternatives=[Alternative("per head: three d_model x d_head maps and a slab of W_O", count_per_head),
+                  Alternative("four nn.Linear layers on the meta device", count_linear_layers)],
     mistakes=[
+        KnownMistake("a float instead of an int",
+                     "Your count is right but it is a float (e.g. 2362368.0): d_model / n_heads is true "
+                     "division. The task asks for an int: use d_model // n_heads, or notice that H x "
+                     "(d_model / H) is just d_model.",
+                     count_as_float),
+        KnownMistake("bias=False ignored",
+                     "You always count the four bias vectors. With bias=False the layer has none: add "
+                     "4 * d_model only when bias is True.",
+                     count_bias_flag_ignored),
+        KnownMistake("one bias vector",
+                     "You count one bias vector of d_model numbers; each of the four linear maps (W_Q, W_K, "
+                     "W_V, W_O) has its own: 4 * d_model.",
+                     count_one_bias),
         KnownMistake("a full set of matrices per head",
                      "You count four d_model x d_model matrices for EVERY head. The heads share them: each "
                      "head uses a d_model x d_head slice, and H slices make one d_model x d_model matrix.",

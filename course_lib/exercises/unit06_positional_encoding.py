@@ -12,7 +12,7 @@ import math
 import torch
 
 from .. import positional as P
-from .core import Case, Exercise, KnownMistake, Property
+from .core import Alternative, Case, Exercise, KnownMistake, Property
 from .registry import register
 from .core import randn as _randn  # shared case helpers
 
@@ -66,6 +66,43 @@ def pe_times_instead_of_divided(n_positions, d_model, base=10000.0):
     return _table(n_positions, d_model, base, exponent=lambda two_i, d: -two_i / d)
 
 
+def pe_base_ignored(n_positions, d_model, base=10000.0):
+    return _table(n_positions, d_model, 10000.0)  # the base argument never used
+
+
+def pe_exponent_doubled(n_positions, d_model, base=10000.0):
+    return _table(n_positions, d_model, base, exponent=lambda two_i, d: 2 * two_i / d)  # 2 * (2i) / d
+
+
+def pe_one_frequency(n_positions, d_model, base=10000.0):
+    return _table(n_positions, d_model, base, exponent=lambda two_i, d: two_i * 0)  # e.g. integer division 2i // d
+
+
+# correct, written differently
+def pe_exp_log(n_positions, d_model, base=10000.0):
+    p = torch.arange(n_positions).unsqueeze(1).float()  # (P, 1)
+    w = torch.exp(torch.arange(0, d_model, 2).float() * (-math.log(base) / d_model))  # (D/2,) as in many tutorials
+    pe = torch.zeros(n_positions, d_model)
+    pe[:, 0::2] = torch.sin(p * w)
+    pe[:, 1::2] = torch.cos(p * w)
+    return pe
+
+
+def pe_stack_interleave(n_positions, d_model, base=10000.0):
+    p = torch.arange(n_positions, dtype=torch.float64)[:, None]
+    angles = p / base ** (torch.arange(d_model // 2, dtype=torch.float64) * 2 / d_model)  # (P, D/2)
+    return torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(1)  # (P, D/2, 2) -> (P, D), float64
+
+
+def pe_loops(n_positions, d_model, base=10000.0):
+    pe = torch.zeros(n_positions, d_model)
+    for p in range(n_positions):
+        for i in range(d_model // 2):
+            angle = p / base ** (2 * i / d_model)
+            pe[p, 2 * i], pe[p, 2 * i + 1] = math.sin(angle), math.cos(angle)
+    return pe
+
+
 def _pe_cases(gen, hidden):
     cases = [Case((4, 6), {}, "small", "4 positions, d_model=6"),
              Case((10, 8), {}, "small", "10 positions, d_model=8")]
@@ -100,9 +137,13 @@ SINUSOIDAL = Exercise(
     properties=[
         Property("position 0 is (0, 1, 0, 1, ...)",
                  "at position 0 every sine is 0 and every cosine is 1, so row 0 must be 0, 1, 0, 1, ...",
-                 _pe_position_zero),
+                 _pe_position_zero,
+                 fires_for=("sin and cos swapped", "concatenated instead of interleaved", "positions start at 1")),
         Property("values in [-1, 1]", "sines and cosines never leave [-1, 1]", _pe_in_range),
     ],
+    alternatives=[Alternative("exp(-log(base) * 2i / d), as in many tutorials", pe_exp_log),
+                  Alternative("stack (sin, cos) and flatten, in float64", pe_stack_interleave),
+                  Alternative("two Python loops with math.sin", pe_loops)],
     mistakes=[
         KnownMistake("sin and cos swapped",
                      "Your even columns hold cosines and your odd columns sines. The paper puts "
@@ -130,6 +171,18 @@ SINUSOIDAL = Exercise(
                      "You multiply the position by base^(2i/d), so the high columns spin fastest. The "
                      "angle is p / base^(2i/d): the frequencies DEcrease along the columns.",
                      pe_times_instead_of_divided),
+        KnownMistake("base argument ignored",
+                     "Your table is right for base=10000 but ignores the `base` argument (see the case with "
+                     "base=100): use base in the angle, p / base^(2i/d).",
+                     pe_base_ignored),
+        KnownMistake("exponent 4i/d instead of 2i/d",
+                     "Your frequencies fall off twice as fast: the exponent counts the column pair twice "
+                     "(2 * (2i) / d). With two_i = torch.arange(0, d_model, 2) the exponent is two_i / d_model.",
+                     pe_exponent_doubled),
+        KnownMistake("every pair at the same frequency",
+                     "All your pairs turn at one radian per position: the exponent is always 0. Integer "
+                     "division (2i // d_model is 0) does that; use true division, two_i / d_model.",
+                     pe_one_frequency),
     ],
 )
 
@@ -173,10 +226,30 @@ def positions_paper_scaling(ids, W_E, pe):
     return W_E[ids] * math.sqrt(W_E.shape[-1]) + pe[: ids.shape[-1]]
 
 
+def positions_all_zero(ids, W_E, pe):
+    return W_E[ids] + pe[0]  # every token gets position 0's code (e.g. T taken from ids.shape[0] with B = 1)
+
+
+def positions_from_the_end(ids, W_E, pe):
+    return W_E[ids] + pe[-ids.shape[-1]:]  # the LAST T rows of the table
+
+
+# correct, written differently
+def add_one_hot(ids, W_E, pe):
+    one_hot = torch.nn.functional.one_hot(ids, W_E.shape[0]).to(W_E.dtype)  # (B, T, V)
+    return one_hot @ W_E + pe[: ids.shape[1]].unsqueeze(0)
+
+
+def add_index_select(ids, W_E, pe):
+    B, T = ids.shape
+    tok = W_E.index_select(0, ids.reshape(-1)).view(B, T, -1)  # (B, T, D)
+    return tok + pe[torch.arange(T)]
+
+
 def _add_cases(gen, hidden):
     cases = []
     # (a vocabulary no larger than the table, so that the pe[ids] mistake runs and can be named)
-    configs = [(1, 4, 8, 6, 10), (2, 5, 7, 8, 16)]
+    configs = [(1, 4, 8, 6, 10), (2, 5, 7, 8, 16), (2, 9, 9, 6, 9)]
     configs += [(3, 12, 20, 16, 20), (4, 7, 9, 10, 9)] if hidden else []
     for B, T, V, D, max_len in configs:
         ids = torch.randint(0, V, (B, T), generator=gen)
@@ -194,7 +267,17 @@ ADD_POSITIONS = Exercise(
     id="06.add_positions", notebook=NOTEBOOK, function="add_positions", points=2,
     title="Adding positions to the token embeddings", minutes=5,
     reference=add_positions, make_cases=_add_cases,
+    alternatives=[Alternative("one-hot times W_E", add_one_hot),
+                  Alternative("index_select and pe[arange(T)]", add_index_select)],
     mistakes=[
+        KnownMistake("every token gets position 0's code",
+                     "You add the same row, pe[0], to every token. Token t needs row t: add pe[:T] with "
+                     "T = ids.shape[1] (the second axis; the first is the batch).",
+                     positions_all_zero),
+        KnownMistake("the last T rows of the table",
+                     "You add pe[-T:], the codes of the LAST T positions of the table. The first token is "
+                     "position 0: add pe[:T].",
+                     positions_from_the_end),
         KnownMistake("position table indexed by token id",
                      "You look up pe[ids]: the code of a position must depend on WHERE the token is, not on "
                      "which token it is. Use the rows 0..T-1: pe[:T].",
@@ -252,6 +335,48 @@ def rotation_exponent_halved(k, d_model, base=10000.0):
     return _rotation(k, d_model, base, lambda i: k * base ** (-i / d_model), lambda c, s: [[c, s], [-s, c]])
 
 
+def rotation_k_forgotten(k, d_model, base=10000.0):
+    return _rotation(k, d_model, base, lambda i: _w(i, d_model, base), lambda c, s: [[c, s], [-s, c]])
+
+
+def rotation_sin_cos_swapped(k, d_model, base=10000.0):
+    return _rotation(k, d_model, base, lambda i: k * _w(i, d_model, base), lambda c, s: [[s, c], [-c, s]])
+
+
+def rotation_base_ignored(k, d_model, base=10000.0):
+    return _rotation(k, d_model, 10000.0, lambda i: k * _w(i, d_model, 10000.0), lambda c, s: [[c, s], [-s, c]])
+
+
+def rotation_pairs_by_i(k, d_model, base=10000.0):
+    idx = torch.arange(d_model // 2)  # pair i written at rows/columns i, i+1 instead of 2i, 2i+1
+    a = k / base ** (2 * idx.double() / d_model)
+    R = torch.zeros(d_model, d_model, dtype=torch.float64)
+    R[idx, idx] = torch.cos(a)
+    R[idx, idx + 1] = torch.sin(a)
+    R[idx + 1, idx] = -torch.sin(a)
+    R[idx + 1, idx + 1] = torch.cos(a)
+    return R.float()
+
+
+# correct, written differently
+def rotation_block_diag(k, d_model, base=10000.0):
+    blocks = []
+    for i in range(d_model // 2):
+        a = k / base ** (2 * i / d_model)
+        blocks.append(torch.tensor([[math.cos(a), math.sin(a)], [-math.sin(a), math.cos(a)]]))
+    return torch.block_diag(*blocks)
+
+
+def rotation_from_tables(k, d_model, base=10000.0):
+    """R_k from its action: each 2x2 block maps (sin x, cos x) to (sin(x+a), cos(x+a))."""
+    w = torch.exp(-math.log(base) * torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)  # (D/2,)
+    c, s = torch.cos(k * w), torch.sin(k * w)
+    R = torch.diag(torch.repeat_interleave(c, 2))  # cos on the whole diagonal
+    R[torch.arange(0, d_model, 2), torch.arange(1, d_model, 2)] = s
+    R[torch.arange(1, d_model, 2), torch.arange(0, d_model, 2)] = -s
+    return R
+
+
 def _rotation_cases(gen, hidden):
     cases = [Case((1, 4), {}, "small", "k=1, d_model=4"), Case((3, 8), {}, "small", "k=3, d_model=8"),
              Case((5, 6), {"base": 10.0}, "other base", "k=5, d_model=6, base=10")]
@@ -277,10 +402,17 @@ OFFSET_ROTATION = Exercise(
     reference=P.offset_rotation, make_cases=_rotation_cases, atol=1e-5, rtol=1e-4, check_dtype=False,
     properties=[Property("moves every position k steps",
                          "R @ PE[p] must equal PE[p + k] for every position p (pe[:-k] @ R.T == pe[k:])",
-                         _moves_the_table)],
+                         _moves_the_table,
+                         fires_for=("rotation in the wrong direction", "angle k instead of k * w_i",
+                                    "angle k * base^(2i/d) instead of k / base^(2i/d)", "exponent i/d instead of 2i/d",
+                                    "k forgotten", "sin and cos swapped in the blocks", "base argument ignored",
+                                    "pairs placed at i instead of 2i"))],
+    alternatives=[Alternative("torch.block_diag of 2x2 blocks", rotation_block_diag),
+                  Alternative("diagonal of cosines plus the sines, in float64", rotation_from_tables)],
     mistakes=[
         KnownMistake("rotation in the wrong direction",
-                     "Your blocks are [[cos a, -sin a], [sin a, cos a]], which take PE[p] to PE[p - k]. The "
+                     "Your blocks are [[cos a, -sin a], [sin a, cos a]] (or you returned R_k transposed), "
+                     "which take PE[p] to PE[p - k]. The "
                      "pairs are ordered (sin, cos), so by sin(x+a) = sin x cos a + cos x sin a and "
                      "cos(x+a) = cos x cos a - sin x sin a the block is [[cos a, sin a], [-sin a, cos a]].",
                      rotation_wrong_direction),
@@ -296,6 +428,22 @@ OFFSET_ROTATION = Exercise(
                      "Your angles use base^(-i/d) with i the pair index; the frequency of pair i is "
                      "base^(-2i/d_model).",
                      rotation_exponent_halved),
+        KnownMistake("k forgotten",
+                     "Your angles are w_i, the turn of ONE step: the matrix is R_1 whatever k is. k steps "
+                     "turn pair i by k * w_i.",
+                     rotation_k_forgotten),
+        KnownMistake("sin and cos swapped in the blocks",
+                     "Your blocks have sin on the diagonal and cos off it. A rotation by a keeps cos a on "
+                     "the diagonal: [[cos a, sin a], [-sin a, cos a]].",
+                     rotation_sin_cos_swapped),
+        KnownMistake("base argument ignored",
+                     "Your matrix is right for base=10000 but ignores the `base` argument (see the case with "
+                     "base=10): w_i = 1 / base^(2i/d).",
+                     rotation_base_ignored),
+        KnownMistake("pairs placed at i instead of 2i",
+                     "Your blocks overlap: pair i sits at rows and columns i, i+1. Pair i owns rows and "
+                     "columns 2i and 2i+1: use idx = torch.arange(0, d_model, 2).",
+                     rotation_pairs_by_i),
     ],
 )
 
