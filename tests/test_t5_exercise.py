@@ -1,0 +1,108 @@
+"""Tests of the tests for unit 10's T5 exercise (10.relative_position_bucket), beyond tests/test_exercises.py:
+right answers written differently pass on public and hidden cases, every known mistake is told apart from
+the others, and the public cases catch whatever the hidden ones catch, group by group."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from course_lib.exercises import get, run_local
+from course_lib.exercises.core import PASSED, compare
+from course_lib.exercises import unit10_t5 as t5ex
+
+EX = get("10.relative_position_bucket")
+SEEDS = [0, 1, 2, 3, 12345]
+
+
+def vectorised_float64(relative_position, bidirectional=True, num_buckets=32, max_distance=128):
+    """A learner's version: float64, torch.floor, log2 (the ratio of logs does not depend on the base)."""
+    rel = relative_position.to(torch.int64)
+    per_side = num_buckets // 2 if bidirectional else num_buckets
+    offset = torch.where(rel > 0, per_side, 0) if bidirectional else torch.zeros_like(rel)
+    n = rel.abs() if bidirectional else torch.clamp(-rel, min=0)
+    exact = per_side // 2
+    steps = torch.floor(torch.log2(n.double().clamp(min=1) / exact) / math.log2(max_distance / exact)
+                        * (per_side - exact)).to(torch.int64)
+    log_bucket = torch.minimum(exact + steps, torch.tensor(per_side - 1))
+    return offset + torch.where(n < exact, n, log_bucket)
+
+
+RIGHT = [a.fn for a in EX.alternatives] + [vectorised_float64]
+
+
+def test_the_exercise_has_alternatives_and_enough_mistakes():
+    assert len(EX.alternatives) >= 2 and len(EX.mistakes) >= 3
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("fn", RIGHT, ids=lambda f: f.__name__)
+def test_right_answers_written_differently_pass(fn, seed):
+    for hidden in (False, True):
+        report = run_local(EX, fn, seed=seed, hidden=hidden)
+        assert report.status == PASSED, (fn.__name__, hidden, report.message)
+
+
+def _outputs(fn, cases):
+    return [fn(*c.args, **c.kwargs) for c in cases]
+
+
+def test_every_mistake_is_told_apart_from_every_other():
+    cases = EX.cases(hidden=False)
+    outs = {m.name: _outputs(m.fn, cases) for m in EX.mistakes}
+    names = list(outs)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            assert any(compare(x, y) is not None for x, y in zip(outs[a], outs[b])), (a, b)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_public_cases_catch_what_hidden_cases_catch_group_by_group(seed):
+    public, hidden = EX.cases(hidden=False), EX.cases(seed=seed, hidden=True)
+    ref = EX.reference
+    assert {c.group for c in hidden} == {c.group for c in public}
+    for m in EX.mistakes:
+        for group in {c.group for c in hidden}:
+            fails_hidden = any(compare(ref(*c.args), m.fn(*c.args)) is not None for c in hidden if c.group == group)
+            fails_public = any(compare(ref(*c.args), m.fn(*c.args)) is not None for c in public if c.group == group)
+            assert fails_public or not fails_hidden, (m.name, group)
+
+
+@pytest.mark.parametrize("mistake", EX.mistakes, ids=lambda m: m.name)
+def test_each_mistake_is_named_by_the_inline_check(mistake):
+    report = run_local(EX, mistake.fn, allow_reference=True)
+    assert report.status != PASSED and report.mistake == mistake.name, (report.mistake, report.message)
+
+
+def test_float_output_and_other_wrong_answers_are_explained():
+    as_float = run_local(EX, lambda *a: EX.reference(*a).float(), allow_reference=True)
+    assert as_float.status != PASSED and "dtype" in as_float.message
+    # a sign error in the encoder only is "halves swapped", not "query minus key"
+    def encoder_sign_error(rel, bidirectional=True, num_buckets=32, max_distance=128):
+        return EX.reference(-rel if bidirectional else rel, bidirectional, num_buckets, max_distance)
+    assert run_local(EX, encoder_sign_error, allow_reference=True).mistake == "encoder halves swapped"
+    # `n <= max_exact` instead of `<`: still right (distance max_exact gets bucket max_exact either way)
+    def less_or_equal(rel, bidirectional=True, num_buckets=32, max_distance=128):
+        per_side = num_buckets // 2 if bidirectional else num_buckets
+        n = rel.abs() if bidirectional else (-rel).clamp(min=0)
+        side = (rel > 0).long() * per_side if bidirectional else 0
+        exact = per_side // 2
+        big = exact + (torch.log(n.clamp(min=1).float() / exact) / math.log(max_distance / exact)
+                       * (per_side - exact)).long()
+        return side + torch.where(n <= exact, n, big.clamp(max=per_side - 1))
+    assert run_local(EX, less_or_equal).status == PASSED
+    # a right half that starts at distance 0 (rel >= 0): one position wrong, reported, no mistake named wrongly
+    def right_half_includes_zero(rel, bidirectional=True, num_buckets=32, max_distance=128):
+        out = EX.reference(rel, bidirectional, num_buckets, max_distance)
+        return out + ((rel == 0).long() * (num_buckets // 2) if bidirectional else 0)
+    report = run_local(EX, right_half_includes_zero, allow_reference=True)
+    assert report.status != PASSED and report.mistake is None
+
+
+def test_input_is_left_unchanged_by_the_reference():
+    rel = torch.arange(-20, 21)
+    before = rel.clone()
+    EX.reference(rel, True, 8, 12)
+    assert torch.equal(rel, before)
