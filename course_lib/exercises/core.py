@@ -23,7 +23,9 @@ autograder runs it in a sandboxed worker and only ships inputs and outputs acros
 
 from __future__ import annotations
 
+import ast
 import copy
+import inspect
 import math
 import re
 import sys
@@ -32,6 +34,7 @@ import types
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Optional, Sequence
 
+import numpy as np
 import torch
 
 ID_PATTERN = re.compile(r"^(?P<unit>\d\d)\.(?P<name>[A-Za-z_][A-Za-z0-9_]*)$")
@@ -148,6 +151,9 @@ class Outcome:
     value: Any = None
     error: str = ""
     traceback: str = ""
+    #: ``(args, kwargs)`` as they were after the call (``forward``'s arguments for a module), so that the
+    #: judge can tell whether the function changed its inputs; ``None`` when not reported.
+    inputs: Any = None
 
 
 @dataclass(frozen=True)
@@ -208,7 +214,7 @@ class Forbidden:
 class Mismatch:
     """Why an output differs from the expected one."""
 
-    kind: str  # "type", "shape", "dtype", "values", "length"
+    kind: str  # "type", "shape", "dtype", "values", "length", "keys"
     text: str
     where: str = ""  # path inside a tuple output, e.g. "[1]"
     index: Optional[tuple] = None
@@ -225,21 +231,58 @@ def _fmt_number(x: Any) -> str:
     return str(x)
 
 
+def _is_number(x: Any) -> bool:
+    """A real number: Python int/float or a numpy number (bools are not numbers here)."""
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, (bool, np.bool_))
+
+
+def what_is(got: Any) -> str:
+    """What a returned value is, type name first, in the words a learner needs (``None`` -> ``return``)."""
+    if got is None:
+        return "None (your function returned nothing: did you forget `return`?)"
+    name = type(got).__name__
+    if isinstance(got, types.GeneratorType) or name == "generator":
+        return "generator (your function uses `yield`; `return` the result instead)"
+    if isinstance(got, (list, tuple)):
+        kinds = {type(v).__name__ for v in got}
+        if got and kinds == {"Tensor"}:
+            return (f"{name} of {len(got)} tensors (combine them into one tensor, e.g. with `torch.stack` or "
+                    f"`torch.cat`)")
+        return f"{name} of {len(got)} items"
+    if isinstance(got, torch.Tensor) and type(got) is torch.Tensor:
+        return f"Tensor of shape {tuple(got.shape)}"
+    if isinstance(got, np.ndarray):
+        return "ndarray (a numpy array; compute with torch, or convert with `torch.from_numpy`)"
+    if type(got).__module__ == "numpy":
+        return f"numpy {name}"
+    return name
+
+
+def _number_type(x: Any) -> str:
+    return "an int" if isinstance(x, int) else "a float"
+
+
 def compare(expected: Any, got: Any, atol: float = 1e-5, rtol: float = 1e-4, check_dtype: bool = True,
-            where: str = "") -> Optional[Mismatch]:
+            where: str = "", exact_types: bool = True, tensor_numbers: bool = False) -> Optional[Mismatch]:
     """Compare an output with the expected one; ``None`` when they agree.
 
     Tensors must be exactly ``torch.Tensor`` (no subclasses), with the expected shape, dtype (when
     ``check_dtype``) and values (``|got - expected| <= atol + rtol * |expected|``, nan only where nan is
-    expected). Tuples and lists are compared element by element; numbers with the same tolerance.
+    expected). Tuples and lists are compared element by element, dicts key by key; numbers with the same
+    tolerance. With ``exact_types`` a promised ``int`` must be an ``int`` (``2.0`` is wrong) and a promised
+    ``float`` a ``float``; a 1-element tensor stands for a promised number only with ``tensor_numbers``.
     """
     label = f"output{where}"
+    rec = dict(atol=atol, rtol=rtol, check_dtype=check_dtype, exact_types=exact_types,
+               tensor_numbers=tensor_numbers)
     if isinstance(expected, torch.Tensor):
         if type(got) is not torch.Tensor:
             if isinstance(got, torch.Tensor):
                 return Mismatch("type", f"{label} is a {type(got).__name__}, a subclass of torch.Tensor; "
                                         f"return a plain torch.Tensor", where)
-            return Mismatch("type", f"{label} should be a torch.Tensor, got {type(got).__name__}", where)
+            if type(got).__name__.endswith("(a torch.Tensor subclass)"):  # came back from the grader's worker
+                return Mismatch("type", f"{label} should be a torch.Tensor, got {type(got).__name__}", where)
+            return Mismatch("type", f"{label} should be a torch.Tensor, got {what_is(got)}", where)
         if tuple(got.shape) != tuple(expected.shape):
             return Mismatch("shape", f"{label} has shape {tuple(got.shape)}, expected {tuple(expected.shape)}",
                             where, expected=tuple(expected.shape), got=tuple(got.shape))
@@ -250,32 +293,63 @@ def compare(expected: Any, got: Any, atol: float = 1e-5, rtol: float = 1e-4, che
     if isinstance(expected, (tuple, list)):
         if not isinstance(got, (tuple, list)):
             return Mismatch("type", f"{label} should be a {type(expected).__name__} of {len(expected)} items, "
-                                    f"got {type(got).__name__}", where)
+                                    f"got {what_is(got)}", where)
         if len(got) != len(expected):
             return Mismatch("length", f"{label} has {len(got)} items, expected {len(expected)}", where,
                             expected=len(expected), got=len(got))
         for i, (e, g) in enumerate(zip(expected, got)):
-            m = compare(e, g, atol, rtol, check_dtype, f"{where}[{i}]")
+            m = compare(e, g, where=f"{where}[{i}]", **rec)
+            if m is not None:
+                return m
+        return None
+    if isinstance(expected, dict):
+        if not isinstance(got, dict):
+            return Mismatch("type", f"{label} should be a dict with {len(expected)} keys, got {what_is(got)}", where)
+        if set(got) != set(expected):
+            missing = [k for k in expected if k not in got]
+            extra = [k for k in got if k not in expected]
+            parts = ([f"missing {missing}"] if missing else []) + ([f"unexpected {extra}"] if extra else [])
+            return Mismatch("keys", f"{label} has the wrong keys: {', '.join(parts)}", where,
+                            expected=sorted(map(str, expected)), got=sorted(map(str, got)))
+        for k in expected:
+            m = compare(expected[k], got[k], where=f"{where}[{k!r}]", **rec)
             if m is not None:
                 return m
         return None
     if isinstance(expected, bool) or expected is None or isinstance(expected, str):
-        if got != expected or type(got) is not type(expected):
+        if type(got) is not type(expected):
+            return Mismatch("type", f"{label} should be {type(expected).__name__} {expected!r}, got {what_is(got)}",
+                            where, expected=expected, got=got)
+        if got != expected:
             return Mismatch("values", f"{label} is {got!r}, expected {expected!r}", where,
                             expected=expected, got=got)
         return None
-    if isinstance(expected, (int, float)):
-        if isinstance(got, torch.Tensor) and got.numel() == 1 and type(got) is torch.Tensor:
+    if _is_number(expected):
+        promised = _number_type(expected)
+        if isinstance(got, torch.Tensor) and type(got) is torch.Tensor:
+            if not (tensor_numbers and got.numel() == 1):
+                return Mismatch("type", f"{label} should be {promised} (a Python number), got {what_is(got)}; "
+                                        f"turn a 1-element tensor into a number with `.item()`", where)
             got = got.item()
-        if isinstance(got, bool) or not isinstance(got, (int, float)):
-            return Mismatch("type", f"{label} should be a number, got {type(got).__name__}", where)
-        if isinstance(expected, int) and not isinstance(got, int) and check_dtype:
-            if float(got) != float(expected):
-                return Mismatch("values", f"{label} is {_fmt_number(got)}, expected {expected}", where,
-                                expected=expected, got=got)
+        if not _is_number(got):
+            return Mismatch("type", f"{label} should be {promised}, got {what_is(got)}", where)
+        if exact_types:
+            if isinstance(expected, (int, np.integer)) and not isinstance(got, int):
+                tip = "; use `int(...)` or integer operations (`//`)" if isinstance(got, float) else ""
+                return Mismatch("type", f"{label} should be an int, got {type(got).__name__} "
+                                        f"({_fmt_number(got)}){tip}", where, expected=expected, got=got)
+            if isinstance(expected, (float, np.floating)) and not isinstance(got, float):
+                return Mismatch("type", f"{label} should be a float, got {type(got).__name__} "
+                                        f"({_fmt_number(got)})", where, expected=expected, got=got)
+        if isinstance(expected, (int, np.integer)) and isinstance(got, (int, np.integer)):
+            if int(got) != int(expected):
+                return Mismatch("values", f"{label} is {int(got)}, expected {int(expected)}", where,
+                                expected=int(expected), got=int(got), max_error=float(abs(int(got) - int(expected))))
             return None
         e, g = float(expected), float(got)
         if math.isnan(e) and math.isnan(g):
+            return None
+        if e == g:
             return None
         if not (abs(g - e) <= atol + rtol * abs(e)):
             return Mismatch("values", f"{label} is {_fmt_number(g)}, expected {_fmt_number(e)} "
@@ -436,6 +510,7 @@ class Report:
     cases_passed: int = 0
     cases_total: int = 0
     traceback: str = ""
+    failed_properties: list = field(default_factory=list)  # names of the properties that fail
 
     def to_dict(self) -> dict:
         return {
@@ -523,13 +598,20 @@ class Exercise:
 
     # -- evaluation -----------------------------------------------------------------------------------
 
-    def invoke(self, obj: Callable, call: Call, forbidden: Sequence[Forbidden] = ()) -> Any:
-        """Run the learner's function (or module class) on fresh copies of a call's arguments."""
+    def invoke(self, obj: Callable, call: Call, forbidden: Sequence[Forbidden] = (),
+               keep_inputs: Optional[list] = None) -> Any:
+        """Run the learner's function (or module class) on fresh copies of a call's arguments.
+
+        ``keep_inputs``, a list, receives ``(args, kwargs)`` as handed to the function (``forward``'s for a
+        module): after the call they show whether the function changed them.
+        """
         args, kwargs = materialize(call.args), materialize(call.kwargs)
         if self.kind == "module":
             spec = args[0]
             if not isinstance(spec, ModuleInputs):
                 raise TypeError("module exercises take a ModuleInputs as their only argument")
+            if keep_inputs is not None:
+                keep_inputs.append((spec.args, {}))
 
             def run():
                 module = obj(**spec.init)
@@ -539,6 +621,8 @@ class Exercise:
                     return module(*spec.args)
 
             return call_watched(run, (), {}, forbidden)
+        if keep_inputs is not None:
+            keep_inputs.append((args, kwargs))
         return call_watched(obj, args, kwargs, forbidden)
 
     def expected(self, call: Call) -> Any:
@@ -558,7 +642,10 @@ class Exercise:
         forbidden = list(self.forbidden) if allow_reference else self.all_forbidden()
         outcomes = []
         for call in calls:
-            outcome = outcome_of(lambda: self.invoke(obj, call, forbidden))
+            kept: list = []
+            outcome = outcome_of(lambda: self.invoke(obj, call, forbidden, kept))
+            if outcome.kind == "value" and kept:
+                outcome.inputs = kept[0]
             outcomes.append(outcome)
             if stop_on_stub and outcome.kind in ("not_implemented", "forbidden"):
                 break
@@ -609,15 +696,269 @@ def _describe_case(case: Case, i: int) -> str:
     return f"case {i + 1}" + (f" ({case.note})" if case.note else "")
 
 
-def _match_mistake(ex: Exercise, call: Call, got: Any) -> Optional[KnownMistake]:
-    for mistake in ex.mistakes:
-        try:
-            wrong = ex.invoke(mistake.fn, call)
-        except Exception:  # a mistake that crashes on this input simply doesn't match
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word[:-1] + 'ies' if word.endswith('y') else word + 's'}"
+
+
+# -- side effects ----------------------------------------------------------------------------------
+
+
+def parameter_names(ex: "Exercise") -> list:
+    """The reference's parameter names in order (``forward``'s, without ``self``, for a module)."""
+    fn = ex.reference.forward if ex.kind == "module" else ex.reference
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return []
+    if ex.kind == "module" and params and params[0].name == "self":
+        params = params[1:]
+    return [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+
+def original_inputs(ex: "Exercise", call: Call) -> tuple:
+    """``(args, kwargs)`` that the learner's function receives for ``call`` (``forward``'s for a module)."""
+    if ex.kind == "module":
+        spec = call.args[0]
+        return tuple(spec.args), {}
+    return tuple(call.args), dict(call.kwargs)
+
+
+def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    if a.numel() == 0:
+        return True
+    x, y = a.detach().contiguous().reshape(-1), b.detach().contiguous().reshape(-1)
+    if x.dtype == torch.bool:
+        return torch.equal(x, y)
+    try:
+        return torch.equal(x.view(torch.uint8), y.view(torch.uint8))
+    except RuntimeError:
+        return torch.equal(x, y)
+
+
+def _changed(before: Any, after: Any) -> Optional[tuple]:
+    """``None`` if ``after`` is ``before`` unchanged, else ``(path, value before)`` of the first change."""
+    if isinstance(before, GeneratorSeed):  # a generator is there to be consumed
+        return None
+    if isinstance(before, torch.Tensor):
+        if (type(after) is not torch.Tensor or tuple(after.shape) != tuple(before.shape)
+                or after.dtype != before.dtype or not _same_bits(before, after)):
+            return "", before
+        return None
+    if isinstance(before, (tuple, list)):
+        if type(after) is not type(before) or len(after) != len(before):
+            return "", before
+        for i, (b, a) in enumerate(zip(before, after)):
+            c = _changed(b, a)
+            if c is not None:
+                return f"[{i}]{c[0]}", c[1]
+        return None
+    if isinstance(before, dict):
+        if not isinstance(after, dict) or list(after) != list(before):
+            return "", before
+        for k in before:
+            c = _changed(before[k], after[k])
+            if c is not None:
+                return f"[{k!r}]{c[0]}", c[1]
+        return None
+    if isinstance(before, np.ndarray):
+        same = type(after) is np.ndarray and after.dtype == before.dtype and after.shape == before.shape \
+            and after.tobytes() == before.tobytes()
+        return None if same else ("", before)
+    if isinstance(before, float) and isinstance(after, float) and math.isnan(before) and math.isnan(after):
+        return None
+    try:
+        same = type(after) is type(before) and bool(after == before)
+    except Exception:  # noqa: BLE001 - an object that cannot even be compared has changed
+        same = False
+    return None if same else ("", before)
+
+
+def mutation_message(name: str, path: str, before: Any) -> str:
+    """What a learner reads when their function changed argument ``name`` (at ``path`` inside it)."""
+    where = f"`{name}`" + (f" (at `{name}{path}`)" if path else "")
+    if isinstance(before, torch.Tensor):
+        return (f"your function changed {where} in place; compute a new tensor instead "
+                f"(e.g. `{name} = {name} - m`, not `{name} -= m` or `{name}.sub_(m)`)")
+    if isinstance(before, (list, dict)):
+        kind = type(before).__name__
+        return (f"your function changed the {kind} {where} it was given; build a new {kind} instead of "
+                f"changing this one")
+    return f"your function changed {where} in place; leave the inputs as they were given"
+
+
+def changed_input(ex: "Exercise", call: Call, inputs: Any) -> Optional[str]:
+    """The message for the first input that ``call`` changed (``inputs`` = ``(args, kwargs)`` after the
+    call), or ``None``. Arguments listed in ``ex.mutates`` may change."""
+    if inputs is None:
+        return None
+    before_args, before_kwargs = original_inputs(ex, call)
+    if not (type(inputs) in (tuple, list) and len(inputs) == 2 and type(inputs[0]) in (tuple, list)
+            and isinstance(inputs[1], dict)):
+        return "your function changed its inputs in a way that cannot be sent back; leave them as they were given"
+    after_args, after_kwargs = inputs
+    names = parameter_names(ex)
+    pairs = [(names[i] if i < len(names) else f"argument {i + 1}", b, after_args[i] if i < len(after_args) else
+              _MISSING_INPUT) for i, b in enumerate(before_args)]
+    pairs += [(k, b, after_kwargs.get(k, _MISSING_INPUT)) for k, b in before_kwargs.items()]
+    for name, before, after in pairs:
+        if name in ex.mutates:
             continue
-        if compare(wrong, got, ex.atol, ex.rtol, ex.check_dtype) is None:
+        c = _changed(before, after)
+        if c is not None:
+            return mutation_message(name, *c)
+    return None
+
+
+class _MissingInput:
+    pass
+
+
+_MISSING_INPUT = _MissingInput()
+
+
+# -- naming a known mistake ------------------------------------------------------------------------
+
+
+def _has_finite(value: Any) -> bool:
+    if isinstance(value, torch.Tensor):
+        if value.is_floating_point() or value.is_complex():
+            return bool(torch.isfinite(value).any())
+        return value.numel() > 0
+    if isinstance(value, (tuple, list)):
+        return any(_has_finite(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_finite(v) for v in value.values())
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return True
+
+
+def _agree(ex: "Exercise", ref: Any, mis: Any, got: Any) -> tuple:
+    """``(consistent, evidence)`` for one case.
+
+    *consistent*: ``got`` equals the mistake's output ``mis`` wherever ``mis`` is finite (same type, shape
+    and dtype too). *evidence*: at some position where ``mis`` is finite and differs from the reference
+    output ``ref``, ``got`` equals ``mis``. Non-finite values of the mistake (nan, inf) are no evidence.
+    """
+    atol, rtol = ex.atol, ex.rtol
+    if isinstance(mis, torch.Tensor):
+        if (type(got) is not torch.Tensor or tuple(got.shape) != tuple(mis.shape)
+                or (ex.check_dtype and got.dtype != mis.dtype)):
+            return False, False
+        same_layout = (type(ref) is torch.Tensor and tuple(ref.shape) == tuple(mis.shape)
+                       and (ref.dtype == mis.dtype or not ex.check_dtype))
+        if mis.is_floating_point() or mis.is_complex():
+            wide = torch.complex128 if (mis.is_complex() or got.is_complex()) else torch.float64
+            m, g = mis.detach().to(wide), got.detach().to(wide)
+            finite = torch.isfinite(m)
+            close = (g - m).abs() <= atol + rtol * m.abs()
+            if not bool(close[finite].all()):
+                return False, False
+            if same_layout:
+                r = ref.detach().to(wide)
+                differs = ~((m - r).abs() <= atol + rtol * r.abs())
+            else:
+                differs = torch.ones_like(finite)
+            return True, bool((finite & differs).any())
+        if not torch.equal(g := got.detach().to(mis.dtype), mis):
+            return False, False
+        del g
+        differs = not same_layout or not torch.equal(ref.detach().to(mis.dtype), mis)
+        return True, bool(differs and mis.numel() > 0)
+    if isinstance(mis, (tuple, list)):
+        if not isinstance(got, (tuple, list)) or len(got) != len(mis):
+            return False, False
+        refs = ref if isinstance(ref, (tuple, list)) and len(ref) == len(mis) else [_MISSING_INPUT] * len(mis)
+        evidence = False
+        for r, m, g in zip(refs, mis, got):
+            c, e = _agree(ex, r, m, g)
+            if not c:
+                return False, False
+            evidence = evidence or e
+        return True, evidence
+    if isinstance(mis, dict):
+        if not isinstance(got, dict) or set(got) != set(mis):
+            return False, False
+        evidence = False
+        for k in mis:
+            r = ref.get(k, _MISSING_INPUT) if isinstance(ref, dict) else _MISSING_INPUT
+            c, e = _agree(ex, r, mis[k], got[k])
+            if not c:
+                return False, False
+            evidence = evidence or e
+        return True, evidence
+    if isinstance(mis, float) and not math.isfinite(mis):
+        return True, False
+    tol = dict(atol=atol, rtol=rtol, check_dtype=ex.check_dtype, exact_types=ex.exact_types,
+               tensor_numbers=ex.allow_tensor_numbers)
+    if compare(mis, got, **tol) is not None:
+        return False, False
+    return True, compare(ref, mis, **tol) is not None if not isinstance(ref, _MissingInput) else True
+
+
+def match_mistake(ex: "Exercise", case_calls: list, expected: dict) -> Optional[KnownMistake]:
+    """The first known mistake that the learner's outputs match on every case (see :func:`_agree`) with
+    evidence on at least one; ``case_calls`` are ``(call, outcome)`` of the cases."""
+    for mistake in ex.mistakes:
+        consistent, evidence = True, False
+        for call, oc in case_calls:
+            try:
+                wrong = ex.invoke(mistake.fn, call)
+            except Exception:  # noqa: BLE001 - a mistake that crashes on a case says nothing about it
+                continue
+            if oc.kind != "value":
+                if _has_finite(wrong):
+                    consistent = False
+                    break
+                continue
+            c, e = _agree(ex, expected[call.case_index], wrong, oc.value)
+            if not c:
+                consistent = False
+                break
+            evidence = evidence or e
+        if consistent and evidence:
             return mistake
     return None
+
+
+# -- describing an output --------------------------------------------------------------------------
+
+
+def _at(value: Any, where: str) -> Any:
+    """``value`` at a path such as ``[1]['k']`` (as in :attr:`Mismatch.where`)."""
+    for part in re.findall(r"\[((?:'[^']*'|\"[^\"]*\"|[^\]])*)\]", where):
+        try:
+            key = ast.literal_eval(part)
+            value = value[key]
+        except Exception:  # noqa: BLE001
+            return None
+    return value
+
+
+def summary(value: Any) -> str:
+    """Shape, dtype, range and sum of a tensor (the value of a number), for comparing with the expected one."""
+    if isinstance(value, torch.Tensor):
+        head = f"shape {tuple(value.shape)}, {str(value.dtype).replace('torch.', '')}"
+        if value.numel() == 0:
+            return head + ", empty"
+        v = value.detach()
+        if v.dtype == torch.bool:
+            return head + f", {int(v.sum())} of {v.numel()} True"
+        if v.is_complex():
+            return head
+        d = v.double()
+        n_nan = int(torch.isnan(d).sum())
+        finite = d[~torch.isnan(d)]
+        rng = (f", range [{_fmt_number(float(finite.min()))}, {_fmt_number(float(finite.max()))}]"
+               if finite.numel() else "")
+        nan = f", {n_nan} nan" if n_nan else ""
+        return head + rng + f", sum {_fmt_number(float(d.sum()))}" + nan
+    if _is_number(value):
+        return f"{type(value).__name__} {_fmt_number(value)}"
+    return what_is(value)
+
+
+# -- judging ---------------------------------------------------------------------------------------
 
 
 def _judge(ex: Exercise, cases: list, calls: list, outcomes: list) -> Report:
@@ -641,69 +982,89 @@ def _judge(ex: Exercise, cases: list, calls: list, outcomes: list) -> Report:
     for oc in outcomes:
         if oc.kind == "timeout":
             return Report(status=TIMEOUT, points=0.0, message=oc.error or "ran out of time", **base)
+    for oc in outcomes:
+        if oc.kind == "error" and oc.error.startswith("SignatureError:"):
+            # the worker could not call the function the way the exercise does: like the inline check's
+            # signature test, that is an error of the whole exercise, not of some cases
+            try:
+                want = f" (the notebook's signature: `{ex.function}{_plain_signature(_reference_signature(ex))}`)"
+            except (TypeError, ValueError):
+                want = ""
+            return Report(status=ERROR, points=0.0, message=oc.error.split(": ", 1)[1] + want,
+                          details=[f"raised {oc.error}"], **base)
     if len(outcomes) < len(calls):
         outcomes = outcomes + [Outcome("error", error="not evaluated")] * (len(calls) - len(outcomes))
 
     details: list = []
     groups: dict = {}
-    first_failure: Optional[str] = None
-    mistake: Optional[KnownMistake] = None
+    failures: list = []  # (case index, line, Mismatch or None) of each failing case
     first_tb = ""
-    errors = 0
+    errors = []
     case_outputs: dict = {}
+    expected: dict = {}
+    case_calls = []
     for call, oc in zip(calls, outcomes):
         if call.property_name is not None:
             continue
         case = cases[call.case_index]
         groups.setdefault(case.group, True)
         label = _describe_case(case, call.case_index)
+        case_calls.append((call, oc))
         if oc.kind != "value":
-            errors += 1
+            errors.append(oc.error)
             groups[case.group] = False
             line = f"{label}: raised {oc.error}"
             details.append(line)
-            if first_failure is None:
-                first_failure, first_tb = line, oc.traceback
+            if not failures:
+                first_tb = oc.traceback
+            failures.append((call.case_index, line, None))
             continue
         case_outputs[call.case_index] = oc.value
-        expected = ex.expected(call)
-        mm = compare(expected, oc.value, ex.atol, ex.rtol, ex.check_dtype)
-        if mm is None:
+        expected[call.case_index] = want = ex.expected(call)
+        mm = compare(want, oc.value, ex.atol, ex.rtol, ex.check_dtype, exact_types=ex.exact_types,
+                     tensor_numbers=ex.allow_tensor_numbers)
+        changed = changed_input(ex, call, oc.inputs)
+        if mm is None and changed is None:
             details.append(f"{label}: ok")
             continue
         groups[case.group] = False
-        details.append(f"{label}: {mm.text}")
-        if mistake is None:
-            mistake = _match_mistake(ex, call, oc.value)
-        if first_failure is None:
-            first_failure = f"{label}: {mm.text}"
+        problems = [p for p in (changed, mm.text if mm else None) if p]
+        line = f"{label}: {'; '.join(problems)}"
+        details.append(line)
+        failures.append((call.case_index, line, mm or Mismatch("input", changed)))
 
     passed_cases = sum(1 for d in details if d.endswith(": ok"))
     # Properties: each one is its own group for partial credit.
+    failed_props: list = []
     for prop in ex.properties:
         derived = {}
         for call, oc in zip(calls, outcomes):
             if call.property_name == prop.name:
-                derived.setdefault(call.case_index, []).append(oc)
+                derived.setdefault(call.case_index, []).append((call, oc))
         ok = bool(case_outputs)  # a property of outputs that never came back cannot hold
+        why = prop.message
         for i, case in enumerate(cases):
             if i not in case_outputs:
                 continue
             douts = derived.get(i, [])
-            if any(d.kind != "value" for d in douts):
+            if any(d.kind != "value" for _, d in douts):
                 ok = False
                 break
+            changed = next((m for m in (changed_input(ex, c, d.inputs) for c, d in douts) if m), None)
+            if changed:
+                ok, why = False, f"{changed} (on an input this property derives from case {i + 1})"
+                break
             try:
-                if not prop.holds(case, case_outputs[i], [d.value for d in douts]):
+                if not prop.holds(case, case_outputs[i], [d.value for _, d in douts]):
                     ok = False
                     break
-            except Exception:  # an output of the wrong kind fails the property
+            except Exception:  # noqa: BLE001 - an output of the wrong kind fails the property
                 ok = False
                 break
         groups[f"property:{prop.name}"] = ok
-        details.append(f"property '{prop.name}': {'holds' if ok else 'fails: ' + prop.message}")
-        if not ok and first_failure is None:
-            first_failure = f"property '{prop.name}' fails: {prop.message}"
+        details.append(f"property '{prop.name}': {'holds' if ok else 'fails: ' + why}")
+        if not ok:
+            failed_props.append((prop.name, why))
 
     # Properties earn their share only next to at least one passing case group.
     case_ok = [v for k, v in groups.items() if not k.startswith("property:")]
@@ -712,22 +1073,111 @@ def _judge(ex: Exercise, cases: list, calls: list, outcomes: list) -> Report:
     n_groups = len(groups)
     n_ok = sum(1 for v in groups.values() if v)
     points = round(max_pts * n_ok / n_groups, 2) if n_groups else 0.0
+    mistake = None
     if n_ok == n_groups:
-        status, message = PASSED, f"all {len(cases)} cases pass" + (
-            f" and {len(ex.properties)} properties hold" if ex.properties else "")
+        status = PASSED
+        message = f"all {_plural(len(cases), 'case')} pass" + (
+            f" and {_plural(len(ex.properties), 'property')} hold" if ex.properties else "")
+        if len(ex.properties) == 1:
+            message = message[:-4] + "holds"
     else:
-        status = PARTIAL if n_ok else (ERROR if errors == len(cases) else FAILED)
-        message = first_failure or "some cases fail"
+        status = PARTIAL if n_ok else (ERROR if len(errors) == len(cases) else FAILED)
+        if any(mm is not None and mm.kind != "type" for _, _, mm in failures) or any(
+                oc.kind == "value" for _, oc in case_calls):
+            mistake = match_mistake(ex, case_calls, expected)
+        message = _failure_message(ex, cases, failures, failed_props, case_outputs, expected, errors)
     return Report(status=status, points=points, message=message,
                   mistake=mistake.name if mistake else None,
                   mistake_message=mistake.message if mistake else None,
-                  details=details, cases_passed=passed_cases, traceback=first_tb, **base)
+                  details=details, cases_passed=passed_cases, traceback=first_tb,
+                  failed_properties=[name for name, _ in failed_props], **base)
+
+
+def _failure_message(ex: Exercise, cases: list, failures: list, failed_props: list, outputs: dict,
+                     expected: dict, errors: list) -> str:
+    """The first failure, then what helps find the bug: yours vs expected, every failing property."""
+    n = len(cases)
+    if failures and len(failures) == n and all(mm is None or mm.kind in ("type", "input") for _, _, mm in failures):
+        # the same kind of wrong answer everywhere (an error, None, a list, a wrong signature): one clear line
+        _, line, mm = failures[0]
+        text = mm.text if mm is not None else line.split(": raised ", 1)[-1]
+        kinds = {(mm.text if mm is not None else line.split(": raised ", 1)[-1]) for _, line, mm in failures}
+        if mm is None and len(kinds) == 1:
+            return f"every case raised {text}" if n > 1 else line
+        if mm is not None:
+            return f"{text} (on every case)" if n > 1 else line
+    lines = []
+    if failures:
+        i, line, mm = failures[0]
+        lines.append(line)
+        if mm is not None and mm.kind in ("values", "shape", "dtype", "length", "keys"):
+            got, want = _at(outputs.get(i), mm.where), _at(expected.get(i), mm.where)
+            part = f"output{mm.where}"
+            lines.append(f"your {part}: {summary(got)}")
+            lines.append(f"expected {part}: {summary(want)}")
+        if len(failures) > 1:
+            lines.append(f"{len(failures)} of {_plural(n, 'case')} fail")
+        elif n > 1:
+            lines.append(f"the other {_plural(n - 1, 'case')} pass" if n > 2 else "the other case passes")
+    for name, why in failed_props:
+        lines.append(f"property '{name}' fails: {why}")
+    return "\n".join(lines) or "some cases fail"
+
+
+def signature_problem(ex: Exercise, obj: Any, cases: Sequence[Case]) -> Optional[str]:
+    """One line saying why ``obj`` cannot be called the way the cases call it, or ``None``."""
+    name = ex.function
+    if ex.kind == "module":
+        if not (isinstance(obj, type) and issubclass(obj, torch.nn.Module)):
+            what = "a class that is not a torch.nn.Module" if isinstance(obj, type) else what_is(obj)
+            return f"`{name}` should be a class derived from torch.nn.Module, got {what}"
+        checks = []
+        for c in cases:
+            spec = c.args[0] if c.args else None
+            if isinstance(spec, ModuleInputs):
+                checks.append((obj, ex.reference, (), spec.init, f"{name}"))
+                checks.append((obj.forward, ex.reference.forward, (None, *spec.args), {}, f"{name}.forward"))
+    else:
+        if inspect.isgeneratorfunction(obj):
+            return f"`{name}` is a generator function (it uses `yield`); `return` the result instead"
+        checks = [(obj, ex.reference, tuple(c.args), dict(c.kwargs), name) for c in cases]
+    for fn, ref, args, kwargs, what in checks:
+        try:
+            sig = inspect.signature(fn)
+        except (TypeError, ValueError):
+            continue
+        try:
+            sig.bind(*args, **kwargs)
+        except TypeError as e:
+            try:
+                want = _plain_signature(inspect.signature(ref))
+            except (TypeError, ValueError):
+                want = "(...)"
+            have = _plain_signature(sig)
+            return (f"`{what}{have}` cannot be called the way the exercise calls it ({e}); "
+                    f"keep the signature from the notebook: `{what}{want}`")
+    return None
+
+
+def _reference_signature(ex: Exercise) -> inspect.Signature:
+    return inspect.signature(ex.reference.forward if ex.kind == "module" else ex.reference)
+
+
+def _plain_signature(sig: inspect.Signature) -> str:
+    """``(x, dim=-1)``: a signature without annotations and without ``self``."""
+    params = [p.replace(annotation=inspect.Parameter.empty) for p in sig.parameters.values()]
+    if params and params[0].name == "self":
+        params = params[1:]
+    return str(sig.replace(parameters=params, return_annotation=inspect.Signature.empty))
 
 
 def run_local(ex: Exercise, obj: Callable, seed: int = PUBLIC_SEED, hidden: bool = False,
               allow_reference: bool = False) -> Report:
     """Plan, evaluate in this process and judge: the inline check and the tests of the tests."""
     cases = ex.cases(seed, hidden)
+    problem = signature_problem(ex, obj, cases)
+    if problem:
+        return Report(ex.id, ERROR, 0.0, float(ex.points), problem, cases_total=len(cases))
     calls = ex.plan(cases)
     outcomes = ex.evaluate_locally(obj, calls, allow_reference=allow_reference)
     return ex.judge(cases, calls, outcomes)

@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterable
 
+from ..exercises.check import message_html  # `code` in messages as <code>, one line per line
 from ..exercises.core import (ERROR, FAILED, FORBIDDEN, MISSING, NOT_ATTEMPTED, PARTIAL, PASSED, STATUSES,
                               TIMEOUT)
 
@@ -101,10 +102,10 @@ def _exercise_html(e: dict) -> str:
              f'<div class="head"><span>{esc(e["exercise"])} &mdash; {esc(e.get("title", ""))}</span>'
              f'<span>{fmt_points(e["points"])} / {fmt_points(e["max"])} points</span></div>',
              f'<div class="badge" style="color:{fg}">{esc(label)}</div>',
-             f'<div class="msg">{esc(e.get("message", ""))}</div>']
+             f'<div class="msg">{message_html(e.get("message", ""))}</div>']
     if e.get("mistake"):
         parts.append(f'<div class="mistake"><b>Known mistake: {esc(e["mistake"])}.</b> '
-                     f'{esc(e.get("mistake_message") or "")}</div>')
+                     f'{message_html(e.get("mistake_message") or "")}</div>')
     details = [d for d in e.get("details", []) if not d.endswith(": ok") and not d.endswith(": holds")]
     if details and e["status"] not in (PASSED, NOT_ATTEMPTED, MISSING):
         items = "".join(f"<li>{esc(d)}</li>" for d in e["details"][:40])

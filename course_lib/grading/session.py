@@ -711,9 +711,10 @@ class NotebookGrader:
         if kind == "value":
             try:
                 value = wire.decode(header.get("value"), blobs, wire.Budget(self.limits.max_value_mb << 20))
+                inputs = wire.decode_inputs(header, blobs, self.limits.max_value_mb << 20)
             except wire.WireError as e:
                 return Outcome("error", error=f"your output could not be read: {e}")
-            return Outcome("value", value=value)
+            return Outcome("value", value=value, inputs=inputs)
         if kind in ("error", "not_implemented", "forbidden"):
             return Outcome(kind, error=_clean(header.get("error")), traceback=_clean(header.get("traceback")))
         return Outcome("error", error="the worker sent an unknown outcome")

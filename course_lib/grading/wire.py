@@ -406,3 +406,11 @@ def read_message(stream: BinaryIO, max_bytes: int, max_header: int = MAX_HEADER_
 def decode_from(header: dict, key: str, blobs: list, max_bytes: int) -> Optional[Any]:
     """Decode ``header[key]`` with a fresh budget."""
     return decode(header.get(key), blobs, Budget(max_bytes))
+
+
+def decode_inputs(header: dict, blobs: list, max_bytes: int) -> Optional[Any]:
+    """The call's inputs as the worker's call left them (``header["inputs"]``: ``(args, kwargs)``), so that
+    the grader can check they are unchanged; ``None`` when the worker did not send them."""
+    if "inputs" not in header:
+        return None
+    return decode(header["inputs"], blobs, Budget(max_bytes))

@@ -482,12 +482,18 @@ class Worker:
             try:
                 args = wire.decode(call["args"], blobs, wire.Budget(PROTOCOL_MAX_BYTES))
                 kwargs = wire.decode(call["kwargs"], blobs, wire.Budget(PROTOCOL_MAX_BYTES))
+                self._inputs = None
                 value = self._invoke(obj, spec, args, kwargs, watch)
                 if watch.tripped is not None:
                     raise ForbiddenCall(watch.tripped)
                 self.pristine.restore()  # undo whatever the call itself patched, before encoding
                 out_blobs = []
                 out.update(kind="value", value=wire.encode(value, out_blobs, wire.Budget(max_bytes)))
+                # The inputs as the call left them, by value: the grader checks that they are unchanged.
+                try:
+                    out["inputs"] = wire.encode(self._inputs, out_blobs, wire.Budget(max_bytes))
+                except wire.WireError as e:
+                    out["inputs"] = {"$opaque": f"inputs that cannot be sent back ({str(e)[:80]})"}
             except ForbiddenCall as e:
                 out.update(kind="forbidden", error=watch.tripped or str(e))
             except NotImplementedError as e:
@@ -536,6 +542,7 @@ class Worker:
                 raise TypeError(f"`{name}` should be a class derived from torch.nn.Module, "
                                 f"got {'a ' + type(obj).__name__ if not isinstance(obj, type) else 'another class'}")
             inputs = args[0]
+            self._inputs = (inputs.args, {})
             self._check_signature(obj, (), inputs.init, name)
 
             def run():
@@ -550,6 +557,7 @@ class Worker:
         if not callable(obj):
             raise TypeError(f"`{name}` should be a function, got {type(obj).__name__}")
         self._check_signature(obj, args, kwargs, name)
+        self._inputs = (args, kwargs)
         return self._watched(obj, args, kwargs, hook, watch)
 
     def _watched(self, fn, args, kwargs, hook, watch):

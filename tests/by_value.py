@@ -1,0 +1,80 @@
+"""The grader's by-value path in one process, for the tests of the tests.
+
+The autograder never hands a learner's function a Python object from the grader: it encodes each
+call's inputs with :mod:`course_lib.grading.wire` (``Plan.build``), the worker decodes them, calls the
+function, and sends the output *and the inputs as the call left them* back by value; the grader decodes
+both (``NotebookGrader._outcome``) and judges them against the reference in its own process
+(``Plan.judging_exercise().judge``). :func:`grade_by_value` runs exactly that code, with the worker's
+``evaluate`` reading and writing in-memory streams instead of a sandboxed process: what differs from a
+real run is only the process boundary and the confinement, which ``tests/test_grading_*`` cover.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import sys
+import types
+
+from course_lib.exercises import core
+from course_lib.grading import session, wire, worker
+from course_lib.grading.sandbox import Limits
+
+_LIMITS = Limits()
+_TAMPER = [sys.setprofile, sys.settrace]
+
+
+def _worker_for(ex: core.Exercise, allow_reference: bool) -> worker.Worker:
+    """A worker set up for ``ex`` as the grader sets it up (``setup`` message), minus the IPython shell."""
+    saved = {k: v for k, v in sys.modules.items() if k == "course_lib.grading" or k.startswith("course_lib.grading.")}
+    w = worker.Worker(io.BytesIO(), io.BytesIO(), {})
+    w.wire = wire
+    w._make_shell = lambda: None  # only cells need the shell; a function is handed in directly
+    try:
+        w.setup({"exercises": [{"id": ex.id, "function": ex.function, "kind": ex.kind}]})
+    finally:
+        sys.modules.update(saved)  # setup hides course_lib.grading from learner cells; the tests need it back
+    if allow_reference or ex.id not in _registered_ids():
+        # the tests of the tests evaluate the reference itself and variants built on it (like run_local's
+        # allow_reference); synthetic exercises are not in the registry the worker reads
+        w.watches[ex.id] = worker.Watch(ex.forbidden if allow_reference else ex.all_forbidden(), core.resolve,
+                                        _TAMPER)
+    return w
+
+
+def _registered_ids() -> set:
+    from course_lib.exercises import known_ids
+
+    return known_ids()
+
+
+def plan_for(ex: core.Exercise, hidden: bool, seed: int) -> session.Plan:
+    """The grader's plan (encoded calls) for the public cases (seed 0) or the hidden ones of ``seed``."""
+    if hidden:
+        return session.Plan.build(ex, seed)
+    public = copy.copy(ex)
+    public.cases = lambda _seed, hidden=True: ex.cases(0, hidden=False)  # Plan.build always asks for hidden cases
+    plan = session.Plan.build(public, seed)
+    plan.exercise = ex
+    return plan
+
+
+def grade_by_value(ex: core.Exercise, fn, hidden: bool = False, seed: int = 12345,
+                   allow_reference: bool = True) -> core.Report:
+    """Grade ``fn`` for ``ex`` through the grader's by-value path (see the module docstring)."""
+    plan = plan_for(ex, hidden, seed)
+    w = _worker_for(ex, allow_reference)
+    w.snapshots[ex.id] = fn
+    w.out = io.BytesIO()
+    w.evaluate({"exercise": ex.id, "calls": plan.payload, "max_value_bytes": _LIMITS.max_value_mb << 20},
+               plan.blobs)
+    stream = io.BytesIO(w.out.getvalue())
+    grader = types.SimpleNamespace(limits=_LIMITS)
+    outcomes = []
+    while True:
+        header, blobs = wire.read_message(stream, 1 << 31)
+        if header["op"] == "eval_done":
+            break
+        assert header["op"] == "outcome" and header["i"] == len(outcomes)
+        outcomes.append(session.NotebookGrader._outcome(grader, header, blobs))
+    return plan.judging_exercise().judge(plan.cases, plan.calls, outcomes)
