@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from .. import embeddings as EMB
-from .core import Case, Exercise, Forbidden, KnownMistake, Property
+from .core import Alternative, Case, Exercise, Forbidden, KnownMistake, Property
 from .registry import register
 from .core import randn as _randn  # shared case helpers
 
@@ -82,6 +82,32 @@ def one_hot_vocab_first(ids, vocab_size):
     return one_hot(ids, vocab_size).movedim(-1, 0)
 
 
+def one_hot_bool(ids, vocab_size):
+    return ids.unsqueeze(-1) == torch.arange(vocab_size)  # (..., V) bool
+
+
+def one_hot_float64(ids, vocab_size):
+    return one_hot(ids, vocab_size).double()
+
+
+def one_hot_batch_flattened(ids, vocab_size):
+    return one_hot(ids.reshape(-1), vocab_size)  # (N, V) for any input shape
+
+
+def one_hot_every_id_set(ids, vocab_size):
+    out = torch.zeros(*ids.shape, vocab_size)
+    out[..., ids.reshape(-1)] = 1.0  # every id of the input, in every vector
+    return out
+
+
+def one_hot_eye_rows(ids, vocab_size):
+    return torch.eye(vocab_size)[ids]  # row i of the identity is e_i
+
+
+def one_hot_scatter(ids, vocab_size):
+    return torch.zeros(*ids.shape, vocab_size).scatter_(-1, ids.unsqueeze(-1), 1.0)
+
+
 def _one_hot_cases(gen, hidden):
     cases = [Case((torch.tensor([2, 0, 1, 0]), 5), {}, "basic", "ids [2, 0, 1, 0], vocabulary of 5")]
     n = 3 if hidden else 1
@@ -103,8 +129,9 @@ ONE_HOT = Exercise(
     id="01.one_hot", notebook=NOTEBOOK, function="one_hot", points=2,
     title="One-hot vectors", minutes=5,
     reference=one_hot, make_cases=_one_hot_cases, forbidden=[ONE_HOT_BUILTINS],
+    alternatives=[Alternative("rows of torch.eye", one_hot_eye_rows), Alternative("scatter_", one_hot_scatter)],
     properties=[Property("exactly one 1 per vector", "each one-hot vector has a single 1.0 and zeros elsewhere",
-                         _rows_are_one_hot)],
+                         _rows_are_one_hot, fires_for=("vocabulary axis first", "a 1 at every id of the input"))],
     mistakes=[
         KnownMistake("off by one (1-based ids)",
                      "Your 1s sit one position too early: token ids start at 0, so id i sets position i "
@@ -122,6 +149,23 @@ ONE_HOT = Exercise(
                      "Your output has the vocabulary axis first, shape (V, ...). Put it LAST, shape (..., V), so "
                      "that one_hot(ids) @ W_E works for any batch shape.",
                      one_hot_vocab_first),
+        KnownMistake("boolean one-hot instead of float",
+                     "Your one-hot vectors are booleans (the result of ==). Convert them: (...).float(), so that "
+                     "one_hot(ids) @ W_E works.",
+                     one_hot_bool),
+        KnownMistake("float64 instead of float32",
+                     "Your vectors are float64 (numpy's default, or dtype=torch.double). PyTorch's weights are "
+                     "float32: build them with torch.zeros(...) (float32 by default) or convert with .float().",
+                     one_hot_float64),
+        KnownMistake("batch flattened",
+                     "Your output has shape (N, V) with N the number of ids: the batch shape of `ids` is lost. "
+                     "Keep it: the output shape is ids.shape + (vocab_size,).",
+                     one_hot_batch_flattened),
+        KnownMistake("a 1 at every id of the input",
+                     "Each of your vectors has a 1 at EVERY id that occurs in the input: out[..., ids] = 1 indexes "
+                     "the last axis with all ids at once. Compare each id with torch.arange(vocab_size) instead "
+                     "(ids.unsqueeze(-1) == torch.arange(V)), or scatter_ along the last axis.",
+                     one_hot_every_id_set),
     ],
 )
 
@@ -143,6 +187,24 @@ def embed_transposed_matrix(ids, W_E):
     return one_hot(ids, W_E.shape[1]) @ W_E.T
 
 
+def embed_batch_flattened(ids, W_E):
+    return W_E[ids.reshape(-1)]  # (N, D) for any shape of ids
+
+
+def embed_rows_normalised(ids, W_E):
+    rows = W_E[ids]
+    return rows / rows.norm(dim=-1, keepdim=True)
+
+
+def embed_via_one_hot(ids, W_E):
+    return torch.nn.functional.one_hot(ids, W_E.shape[0]).float() @ W_E  # (..., V) @ (V, D)
+
+
+def embed_loop(ids, W_E):
+    rows = [W_E[i] for i in ids.reshape(-1).tolist()]  # one row per id
+    return torch.stack(rows).reshape(*ids.shape, W_E.shape[1])
+
+
 def _embed_cases(gen, hidden):
     cases = []
     sizes = [(6, 4, (5,))] + ([(20, 8, (9,)), (50, 16, (4, 7))] if hidden else [])
@@ -161,6 +223,7 @@ EMBED = Exercise(
     id="01.embed", notebook=NOTEBOOK, function="embed", points=2,
     title="Embedding lookup", minutes=5,
     reference=embed, make_cases=_embed_cases, forbidden=[EMBEDDING_BUILTINS],
+    alternatives=[Alternative("one-hot times W_E", embed_via_one_hot), Alternative("a loop over the ids", embed_loop)],
     mistakes=[
         KnownMistake("off by one",
                      "You return the row before the right one. Token id i selects row i of W_E (ids start at 0).",
@@ -173,6 +236,14 @@ EMBED = Exercise(
                      "You multiply with W_E^T. The lookup is one_hot(ids, V) @ W_E with W_E of shape (V, D): row i "
                      "of W_E is token i's vector.",
                      embed_transposed_matrix),
+        KnownMistake("batch flattened",
+                     "Your output has shape (N, D): the batch shape of `ids` is lost. W_E[ids] keeps it, giving "
+                     "ids.shape + (D,).",
+                     embed_batch_flattened),
+        KnownMistake("rows normalised",
+                     "You scale each row to length 1. An embedding is the row itself, unchanged: W_E[ids] (the "
+                     "unit rows belong to the analogy exercise).",
+                     embed_rows_normalised),
     ],
 )
 
@@ -198,6 +269,36 @@ def cosine_wrong_axis(a, b):
     return (a * b).sum(0) / (a.norm(dim=0) * b.norm(dim=0))
 
 
+def cosine_whole_tensor_norms(a, b):
+    return (a * b).sum(-1) / (a.norm() * b.norm())  # one length for the whole tensor
+
+
+def cosine_mean_not_sum(a, b):
+    return (a * b).mean(-1) / (a.norm(dim=-1) * b.norm(dim=-1))
+
+
+def cosine_distance(a, b):
+    return 1 - cosine_similarity(a, b)
+
+
+def cosine_keepdim_lengths(a, b):
+    return (a * b).sum(-1) / (a.norm(dim=-1, keepdim=True) * b.norm(dim=-1, keepdim=True))
+
+
+def cosine_lengths_clamped(a, b):
+    return (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1)).clamp(min=1.0)  # "no division by 0"
+
+
+def cosine_unit_vectors_first(a, b):
+    ua = a / a.norm(dim=-1, keepdim=True)
+    ub = b / b.norm(dim=-1, keepdim=True)
+    return (ua * ub).sum(dim=-1)
+
+
+def cosine_einsum(a, b):
+    return torch.einsum("...d,...d->...", a, b) / torch.sqrt((a ** 2).sum(-1) * (b ** 2).sum(-1))
+
+
 def _cosine_cases(gen, hidden):
     cases = [Case((torch.tensor([1.0, 2.0, 2.0]), torch.tensor([2.0, 0.0, 1.0])), {}, "vectors",
                   "two vectors of length 3")]
@@ -209,6 +310,9 @@ def _cosine_cases(gen, hidden):
                           f"({N}, {D}): one similarity per row"))
     cases.append(Case((_randn(gen, 2, 3, 8), _randn(gen, 2, 3, 8, scale=4.0)), {}, "batched",
                       "(2, 3, 8): any leading dimensions"))
+    for N, D in [(3, 4)] + ([(6, 10)] if hidden else []):
+        cases.append(Case((_randn(gen, N, D, scale=0.1), _randn(gen, N, D, scale=0.2)), {}, "batched",
+                          f"({N}, {D}): short vectors (lengths well below 1)"))
     return cases
 
 
@@ -230,11 +334,17 @@ COSINE = Exercise(
     title="Cosine similarity", minutes=10,
     reference=cosine_similarity, make_cases=_cosine_cases, atol=1e-5, rtol=1e-4,
     forbidden=[COSINE_BUILTINS],
+    alternatives=[Alternative("unit vectors first", cosine_unit_vectors_first),
+                  Alternative("einsum and sqrt", cosine_einsum)],
     properties=[
         Property("between -1 and 1", "a cosine lies between -1 (opposite) and 1 (same direction)",
-                 _in_minus_one_one),
+                 _in_minus_one_one,
+                 fires_for=("unnormalised (plain dot product)", "only one vector normalised", "cosine distance (1 - cos)",
+                            "keepdim=True on the lengths", "divided by squared lengths")),
         Property("ignores the lengths", "scaling a or b by a positive number must not change their cosine",
-                 _scale_invariant, _scaled_inputs),
+                 _scale_invariant, _scaled_inputs,
+                 fires_for=("unnormalised (plain dot product)", "only one vector normalised", "divided by squared lengths",
+                            "lengths clamped")),
     ],
     mistakes=[
         KnownMistake("unnormalised (plain dot product)",
@@ -252,6 +362,28 @@ COSINE = Exercise(
                      "You sum over the first axis. The vectors' entries lie along the LAST axis: use dim=-1 for "
                      "the dot product and both norms.",
                      cosine_wrong_axis),
+        KnownMistake("lengths of the whole tensor",
+                     "You divide by a.norm() * b.norm() without dim: the length of the WHOLE tensor, so each row's "
+                     "cosine shrinks with the number of rows. Use a.norm(dim=-1) and b.norm(dim=-1).",
+                     cosine_whole_tensor_norms),
+        KnownMistake("mean instead of sum",
+                     "Your dot product is a MEAN over the entries (divided by D). The dot product is the sum: "
+                     "(a * b).sum(dim=-1).",
+                     cosine_mean_not_sum),
+        KnownMistake("lengths clamped",
+                     "You clamp the product of the lengths at 1 (clamp(min=1)), which changes every cosine of "
+                     "short vectors. To guard against zero vectors, add a tiny eps (1e-12), or clamp at a tiny "
+                     "number, not at 1.",
+                     cosine_lengths_clamped),
+        KnownMistake("cosine distance (1 - cos)",
+                     "You return 1 - cos(a, b), the cosine DISTANCE (what scipy's `cosine` computes). The "
+                     "similarity is the cosine itself: 1 for the same direction.",
+                     cosine_distance),
+        KnownMistake("keepdim=True on the lengths",
+                     "Your lengths keep their axis (keepdim=True), shape (..., 1), and broadcast against the dot "
+                     "products of shape (...): the output gets an extra axis. Drop keepdim here (it is only needed "
+                     "when you divide the vectors themselves).",
+                     cosine_keepdim_lengths),
     ],
 )
 
@@ -289,6 +421,65 @@ def nn_least_similar(query, W_E, k, exclude=()):
     return top.indices, top.values
 
 
+def nn_ascending_order(query, W_E, k, exclude=()):
+    ids, sims = nearest_neighbours(query, W_E, k, exclude)
+    return ids.flip(0), sims.flip(0)  # the right k words, least similar first
+
+
+def nn_excluded_set_to_zero(query, W_E, k, exclude=()):
+    sims = cosine_similarity(W_E, query)  # (V,)
+    sims[list(exclude)] = 0.0  # still beats every negative cosine
+    top = sims.topk(k)
+    return top.indices, top.values
+
+
+def nn_ids_sims_swapped(query, W_E, k, exclude=()):
+    ids, sims = nearest_neighbours(query, W_E, k, exclude)
+    return sims, ids
+
+
+def nn_filtered_ids_not_mapped_back(query, W_E, k, exclude=()):
+    keep = [i for i in range(W_E.shape[0]) if i not in set(exclude)]
+    top = cosine_similarity(W_E[keep], query).topk(k)
+    return top.indices, top.values  # positions in W_E[keep], not ids of W_E
+
+
+def nn_query_length_kept(query, W_E, k, exclude=()):
+    sims = (W_E @ query) / W_E.norm(dim=-1)  # divided by the rows' lengths only
+    if len(exclude):
+        sims[list(exclude)] = float("-inf")
+    top = sims.topk(k)
+    return top.indices, top.values
+
+
+def nn_drop_the_top_one(query, W_E, k, exclude=()):
+    top = cosine_similarity(W_E, query).topk(k + 1)  # "the first one is the query itself"
+    return top.indices[1:], top.values[1:]
+
+
+def nn_k_before_excluding(query, W_E, k, exclude=()):
+    sims = cosine_similarity(W_E, query)
+    first_k = sims.argsort(descending=True)[:k].tolist()  # the top k, THEN the excluded ones removed
+    ids = torch.tensor([i for i in first_k if i not in set(exclude)], dtype=torch.long)
+    return ids, sims[ids]
+
+
+def nn_masked_where(query, W_E, k, exclude=()):
+    sims = (W_E / W_E.norm(dim=-1, keepdim=True)) @ (query / query.norm())  # (V,)
+    banned = torch.zeros(W_E.shape[0], dtype=torch.bool)
+    banned[list(exclude)] = True
+    top = torch.where(banned, torch.tensor(float("-inf")), sims).topk(k)
+    return top.indices, top.values
+
+
+def nn_python_sort(query, W_E, k, exclude=()):
+    sims = cosine_similarity(W_E, query)
+    allowed = [i for i in range(W_E.shape[0]) if i not in set(exclude)]
+    best = sorted(allowed, key=lambda i: float(sims[i]), reverse=True)[:k]
+    ids = torch.tensor(best, dtype=torch.long)
+    return ids, sims[ids]
+
+
 def _vocab(gen, V, D):
     """Rows with very different lengths, so that dot product and cosine rank them differently."""
     lengths = torch.rand(V, 1, generator=gen) * 4.5 + 0.5  # (V, 1) in [0.5, 5)
@@ -308,6 +499,16 @@ def _nn_cases(gen, hidden):
         W_E = _vocab(gen, V, D)
         cases.append(Case((_randn(gen, D), W_E, k), {"exclude": ()}, "any vector",
                           f"a new vector among {V} words, k={k}, nothing excluded"))
+    # most words point away from the query: some of the k neighbours have a NEGATIVE cosine, so an excluded
+    # word whose similarity was set to 0 (instead of -inf) would still make the list
+    for V, D, k in [(10, 4, 5)] + ([(30, 8, 12)] if hidden else []):
+        W_E = _vocab(gen, V, D)
+        word = int(torch.randint(0, V, (1,), generator=gen))
+        direction = W_E[word] / W_E[word].norm()
+        W_E = W_E - 2.5 * (W_E @ direction).abs().unsqueeze(-1) * direction  # push every row away ...
+        W_E[word] = direction * 2.0  # ... but the query word itself
+        cases.append(Case((W_E[word].clone(), W_E, k), {"exclude": (word,)}, "few similar words",
+                          f"{V} words, most pointing away from word {word}, k={k}"))
     return cases
 
 
@@ -315,6 +516,8 @@ NEAREST = Exercise(
     id="01.nearest_neighbours", notebook=NOTEBOOK, function="nearest_neighbours", points=3,
     title="Nearest neighbours by cosine similarity", minutes=15,
     reference=nearest_neighbours, make_cases=_nn_cases, atol=1e-5, rtol=1e-4,
+    alternatives=[Alternative("torch.where mask on unit vectors", nn_masked_where),
+                  Alternative("Python sorted() over the allowed ids", nn_python_sort)],
     mistakes=[
         KnownMistake("similarity includes the query itself",
                      "Your list contains an id from `exclude` (usually the query word itself, whose cosine with "
@@ -332,6 +535,35 @@ NEAREST = Exercise(
                      "You return the words with the SMALLEST similarity. Take the k largest, most similar first "
                      "(topk(k) or a descending sort).",
                      nn_least_similar),
+        KnownMistake("most similar last (ascending order)",
+                     "You return the right k words but the least similar of them first (argsort()[-k:] sorts "
+                     "ascending). Most similar first: sims.topk(k), or argsort(descending=True)[:k].",
+                     nn_ascending_order),
+        KnownMistake("excluded ids set to 0 instead of -inf",
+                     "You set the excluded similarities to 0. A cosine can be negative, so 0 still beats the words "
+                     "that point away from the query: set them to float('-inf').",
+                     nn_excluded_set_to_zero),
+        KnownMistake("top k taken before removing the excluded ids",
+                     "You take the top k and then remove the excluded ids, so fewer than k remain. Exclude first "
+                     "(similarity -inf), then take the top k.",
+                     nn_k_before_excluding),
+        KnownMistake("ids and similarities swapped",
+                     "You return (similarities, ids). The task asks for the pair (ids, sims): ids first.",
+                     nn_ids_sims_swapped),
+        KnownMistake("ids of the filtered rows",
+                     "You drop the excluded rows and return positions in the SHORTER matrix: every id after an "
+                     "excluded one is off by one. Keep all rows and set the excluded similarities to -inf, or map "
+                     "the positions back to ids.",
+                     nn_filtered_ids_not_mapped_back),
+        KnownMistake("query's length not divided out",
+                     "Your similarities are divided by the rows' lengths but not by the query's: the ranking is "
+                     "right, the values are |query| times too large. Divide by query.norm() too.",
+                     nn_query_length_kept),
+        KnownMistake("top k + 1 without the first, instead of `exclude`",
+                     "You take the top k + 1 and drop the first, assuming it is the query word. Use `exclude`: "
+                     "when nothing is excluded the first one is a real neighbour, and an excluded id need not be "
+                     "the most similar.",
+                     nn_drop_the_top_one),
     ],
 )
 
@@ -365,6 +597,52 @@ def analogy_b_minus_c(a, b, c, W_E, k=1):
     return nearest_neighbours(u[b] - u[c] + u[a], W_E, k, exclude=(a, b, c))
 
 
+def analogy_target_length_kept(a, b, c, W_E, k=1):
+    u = _unit_rows(W_E)
+    sims = u @ (u[b] - u[a] + u[c])  # cosines times |target|
+    sims[[a, b, c]] = float("-inf")
+    top = sims.topk(k)
+    return top.indices, top.values
+
+
+def analogy_k_ignored(a, b, c, W_E, k=1):
+    return EMB.analogy(a, b, c, W_E, k=1)
+
+
+def analogy_normalised_wrong_axis(a, b, c, W_E, k=1):
+    u = W_E / W_E.norm(dim=0, keepdim=True)  # columns of length 1, not rows
+    return nearest_neighbours(u[b] - u[a] + u[c], W_E, k, exclude=(a, b, c))
+
+
+def analogy_a_not_excluded(a, b, c, W_E, k=1):
+    u = _unit_rows(W_E)
+    return nearest_neighbours(u[b] - u[a] + u[c], W_E, k, exclude=(b, c))
+
+
+def analogy_c_subtracted(a, b, c, W_E, k=1):
+    u = _unit_rows(W_E)
+    return nearest_neighbours(u[b] - u[a] - u[c], W_E, k, exclude=(a, b, c))
+
+
+def analogy_masked_einsum(a, b, c, W_E, k=1):
+    u = _unit_rows(W_E)
+    target = u[b] - u[a] + u[c]  # (D,)
+    sims = torch.einsum("vd,d->v", u, target) / target.norm()  # (V,) cosines
+    banned = torch.zeros(len(sims), dtype=torch.bool)
+    banned[[a, b, c]] = True
+    top = sims.masked_fill(banned, float("-inf")).topk(k)
+    return top.indices, top.values
+
+
+def analogy_sorted(a, b, c, W_E, k=1):
+    u = _unit_rows(W_E)
+    target = (u[b] + u[c]) - u[a]
+    sims = cosine_similarity(W_E, target.expand_as(W_E))
+    order = [int(i) for i in sims.argsort(descending=True) if int(i) not in (a, b, c)][:k]
+    ids = torch.tensor(order, dtype=torch.long)
+    return ids, sims[ids]
+
+
 def _analogy_vocab(gen, V, D):
     """A vocabulary with one planted analogy: W_E[3] - W_E[2] ~ W_E[1] - W_E[0] (think queen - woman ~ king - man)."""
     W_E = _vocab(gen, V, D)
@@ -386,6 +664,14 @@ def _analogy_cases(gen, hidden):
         W_E = _vocab(gen, V, D)
         a, b, c = (int(i) for i in torch.randperm(V, generator=gen)[:3])
         cases.append(Case((a, b, c, W_E), {"k": 4}, "random words", f"{V} random words, k=4"))
+    # a, b, c nearly the same direction: the target lands next to all three, so each must be excluded
+    for V, D in [(20, 6)] + ([(40, 8)] if hidden else []):
+        W_E = _vocab(gen, V, D)
+        a, b, c = (int(i) for i in torch.randperm(V, generator=gen)[:3])
+        centre = _randn(gen, D)
+        for i in (a, b, c):
+            W_E[i] = (centre + _randn(gen, D, scale=0.05)) * float(W_E[i].norm() / centre.norm())
+        cases.append(Case((a, b, c, W_E), {"k": 3}, "random words", f"{V} words, a, b, c nearly synonyms, k=3"))
     return cases
 
 
@@ -393,6 +679,8 @@ ANALOGY = Exercise(
     id="01.analogy", notebook=NOTEBOOK, function="analogy", points=3,
     title="Word analogies: a is to b as c is to ?", minutes=10,
     reference=EMB.analogy, make_cases=_analogy_cases, atol=1e-5, rtol=1e-4,
+    alternatives=[Alternative("einsum cosines and masked_fill", analogy_masked_einsum),
+                  Alternative("argsort and a Python filter", analogy_sorted)],
     mistakes=[
         KnownMistake("analogy sign flipped (a - b + c)",
                      "You search near a - b + c. The offset that turns a into b is b - a; add it to c: "
@@ -409,12 +697,31 @@ ANALOGY = Exercise(
                      analogy_rows_not_normalised),
         KnownMistake("ranked by dot product instead of cosine",
                      "You rank candidates by plain dot products with the target. Use cosine similarity, so that "
-                     "long vectors (frequent words) do not win by their length alone.",
+                     "long vectors do not win by their length alone.",
                      analogy_by_dot_product),
         KnownMistake("b and c swapped in the offset",
                      "You compute b - c + a. The question is a : b :: c : ?, so the offset b - a is applied to c: "
                      "b - a + c.",
                      analogy_b_minus_c),
+        KnownMistake("similarities not divided by the target's length",
+                     "You rank by u @ target, right order, but the similarities you return are cosines times "
+                     "|target| (target = u_b - u_a + u_c is not of length 1). Divide by target.norm(), or use "
+                     "nearest_neighbours.",
+                     analogy_target_length_kept),
+        KnownMistake("k ignored",
+                     "You always return one neighbour. Pass k on: nearest_neighbours(target, W_E, k, exclude=(a, b, c)).",
+                     analogy_k_ignored),
+        KnownMistake("rows normalised over the wrong axis",
+                     "You divide W_E by W_E.norm(dim=0, keepdim=True): columns of length 1, not rows. Each word's "
+                     "row must have length 1: W_E.norm(dim=-1, keepdim=True).",
+                     analogy_normalised_wrong_axis),
+        KnownMistake("c subtracted",
+                     "You compute b - a - c. The offset b - a is ADDED to c: u_b - u_a + u_c.",
+                     analogy_c_subtracted),
+        KnownMistake("a not excluded",
+                     "Your answer can be a itself. Exclude all three input words, a, b and c: when they are close "
+                     "together the target lands next to each of them.",
+                     analogy_a_not_excluded),
     ],
 )
 

@@ -6,10 +6,12 @@ name them ("your output matches softmax without subtracting the max: exp(1000) o
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .. import softmax as S
-from .core import Case, Exercise, Forbidden, GeneratorSeed, KnownMistake, Property
+from .core import Alternative, Case, Exercise, Forbidden, GeneratorSeed, KnownMistake, Property
 from .registry import register
 from .core import randn as _randn, draw_seed as _seed  # shared case helpers
 
@@ -35,8 +37,9 @@ SAMPLING_BUILTINS = Forbidden(
 
 
 def _rows_sum_to_one(case, out, derived) -> bool:
+    """Summed in float64; the tolerance allows float32 rounding at logits of 1e4 (exp(x - logsumexp(x)))."""
     dim = case.kwargs.get("dim", -1)
-    return bool(torch.allclose(out.sum(dim=dim), torch.ones(()), atol=1e-5))
+    return bool(torch.allclose(out.double().sum(dim=dim), torch.ones((), dtype=torch.float64), atol=2e-3))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -50,8 +53,7 @@ def softmax_no_max(x, dim=-1):
 
 
 def softmax_wrong_axis(x, dim=-1):
-    other = 0 if (dim % x.dim()) != 0 else x.dim() - 1
-    return S.softmax(x, dim=other)
+    return S.softmax(x, dim=0)  # dim=0 hard-coded
 
 
 def softmax_global_max(x, dim=-1):
@@ -64,6 +66,36 @@ def softmax_global_sum(x, dim=-1):
     return e / e.sum()
 
 
+def softmax_max_without_keepdim(x, dim=-1):
+    e = torch.exp(x - x.amax(dim=dim))  # (..) broadcasts against the wrong axis (runs when the shapes allow it)
+    return e / e.sum(dim=dim, keepdim=True)
+
+
+def softmax_sum_without_keepdim(x, dim=-1):
+    e = torch.exp(x - x.amax(dim=dim, keepdim=True))
+    return e / e.sum(dim=dim)
+
+
+def softmax_unshifted_sum(x, dim=-1):
+    m = x.amax(dim=dim, keepdim=True)
+    return torch.exp(x - m) / torch.exp(x).sum(dim=dim, keepdim=True)  # shifted on top, not below
+
+
+def softmax_returns_log(x, dim=-1):
+    return S.log_softmax(x, dim=dim)
+
+
+def softmax_dim_ignored(x, dim=-1):
+    return S.softmax(x, dim=-1)
+
+
+def _finite_where_reference_is(case, out, derived) -> bool:
+    """Diagnostic, so in float64: the output has no nan/inf where the exact softmax has none."""
+    x = case.args[0].double()
+    exact = torch.exp(x - x.amax(dim=case.kwargs.get("dim", -1), keepdim=True))
+    return bool(torch.isfinite(out.double()).all()) if bool(torch.isfinite(exact).all()) else True
+
+
 def _softmax_cases(gen, hidden):
     n = 3 if hidden else 1
     cases = [Case((torch.tensor([1.0, 2.0, 3.0]),), {}, "basic", "a vector of 3 logits")]
@@ -73,21 +105,53 @@ def _softmax_cases(gen, hidden):
     cases.append(Case((_randn(gen, 2, 3, 4),), {"dim": 1}, "axis", "a 3-D tensor with dim=1"))
     if hidden:
         cases.append(Case((_randn(gen, 3, 7, 5, scale=3.0),), {"dim": -2}, "axis", "dim=-2"))
+    # square: a max or sum without keepdim=True broadcasts against the wrong axis and still runs
+    for n in [4] + ([6] if hidden else []):
+        cases.append(Case((_randn(gen, n, n, scale=2.0),), {}, "basic", f"a square ({n}, {n}) batch"))
     big = torch.stack([_randn(gen, 5, scale=5.0) + 1000.0, _randn(gen, 5, scale=5.0) - 50.0])
     cases.append(Case((big,), {}, "large", "logits near 1000 (overflow)"))
+    # rows spanning -1000 .. +1000: subtracting the min (or the mean) overflows just like no shift at all
+    span = torch.stack([torch.linspace(-1000.0, 1000.0, 5), _randn(gen, 5, scale=400.0)])
+    cases.append(Case((span,), {}, "large", "rows spanning -1000 to +1000"))
+    # one row near 0, one near -100: without the row's own max, exp lands on float32's inexact subnormals
+    low = torch.stack([_randn(gen, 6), _randn(gen, 6, scale=1.5) - 99.0])
+    cases.append(Case((low,), {}, "large", "a row near 0 and a row near -100 (exp underflows)"))
     if hidden:
         cases.append(Case((_randn(gen, 8, 50, scale=400.0),), {}, "large", "logits of size ~1000"))
         cases.append(Case((torch.tensor([[1e4, -1e4, 0.0]]),), {}, "large", "logits of +-1e4"))
     return cases
 
 
+def softmax_via_logsumexp(x, dim=-1):
+    return torch.exp(x - torch.logsumexp(x, dim=dim, keepdim=True))
+
+
+def softmax_moved_axis(x, dim=-1):
+    y = x.movedim(dim, -1)  # the axis to normalise, last
+    e = torch.exp(y - y.max(dim=-1, keepdim=True).values)
+    return (e / e.sum(dim=-1, keepdim=True)).movedim(-1, dim)
+
+
 STABLE_SOFTMAX = Exercise(
     id="02.stable_softmax", notebook=NOTEBOOK, function="stable_softmax", points=3,
     title="Numerically stable softmax", minutes=10,
-    reference=S.softmax, make_cases=_softmax_cases, atol=1e-6, rtol=1e-5,
+    # rtol: exp(x - logsumexp(x)) is a valid answer; at logits of 1e4 float32 rounding costs it ~1e-3
+    alternatives=[Alternative("exp(x - logsumexp(x))", softmax_via_logsumexp),
+                  Alternative("axis moved last, max(...).values", softmax_moved_axis)],
+    reference=S.softmax, make_cases=_softmax_cases, atol=1e-6, rtol=2e-3,
     forbidden=[SOFTMAX_BUILTINS],
-    properties=[Property("rows sum to one", "the probabilities along `dim` should add up to 1",
-                         _rows_sum_to_one)],
+    properties=[
+        Property("rows sum to one", "the probabilities along `dim` should add up to 1", _rows_sum_to_one,
+                 fires_for=("softmax over the wrong axis", "sum over the whole tensor", "max over the whole tensor",
+                              "no max subtraction", "sum without keepdim", "returns the log-softmax",
+                              "dim ignored (always the last axis)", "max subtracted in the numerator only")),
+        Property("finite", "your output has nan or inf where every probability is finite: an exp overflowed "
+                 "(inf / inf) or a whole slice underflowed to 0 (0 / 0). Subtract each slice's OWN maximum along "
+                 "`dim` (not the min, the mean or the whole tensor's max): every exponent is then <= 0 and the "
+                 "largest term is exactly 1",
+                 _finite_where_reference_is,
+                 fires_for=("no max subtraction", "max over the whole tensor", "max subtracted in the numerator only")),
+    ],
     mistakes=[
         KnownMistake("no max subtraction",
                      "You compute exp(x) directly. For logits near 1000 exp overflows to inf and inf/inf "
@@ -105,6 +169,26 @@ STABLE_SOFTMAX = Exercise(
                      "You divide by the sum of the whole tensor, so the rows no longer sum to one each. "
                      "Sum along `dim` with keepdim=True.",
                      softmax_global_sum),
+        KnownMistake("max without keepdim",
+                     "You subtract x.max(dim=dim) without keepdim=True: the maxima lose their axis and broadcast "
+                     "against the wrong one (on a square input each entry gets another row's maximum). Use "
+                     "x.amax(dim=dim, keepdim=True).",
+                     softmax_max_without_keepdim),
+        KnownMistake("sum without keepdim",
+                     "You divide by e.sum(dim=dim) without keepdim=True: the sums broadcast against the wrong axis, "
+                     "so the slices do not sum to one. Use e.sum(dim=dim, keepdim=True).",
+                     softmax_sum_without_keepdim),
+        KnownMistake("max subtracted in the numerator only",
+                     "You subtract the max in exp(x - m) but divide by sum(exp(x)) without it: both must be "
+                     "shifted by the same m, exp(x - m) / sum(exp(x - m)).",
+                     softmax_unshifted_sum),
+        KnownMistake("returns the log-softmax",
+                     "Your output is the LOG of the probabilities (x - max - log sum exp): all entries are <= 0. "
+                     "Return the probabilities themselves: exp(x - max) / sum(exp(x - max)).",
+                     softmax_returns_log),
+        KnownMistake("dim ignored (always the last axis)",
+                     "You normalise over the last axis whatever `dim` says. Use `dim=dim` in the max and the sum.",
+                     softmax_dim_ignored),
     ],
 )
 
@@ -126,21 +210,63 @@ def temperature_ignored(logits, temperature):
     return S.softmax(logits, dim=-1)
 
 
+def temperature_wrong_axis(logits, temperature):
+    return S.softmax(logits / temperature, dim=0)
+
+
+def temperature_power_not_renormalised(logits, temperature):
+    return S.softmax(logits, dim=-1) ** (1.0 / temperature)
+
+
+def temperature_squared(logits, temperature):
+    return S.softmax(logits / temperature ** 2, dim=-1)
+
+
+def temperature_unstable(logits, temperature):
+    e = torch.exp(logits / temperature)  # overflows once logits / T > 88.7
+    return e / e.sum(dim=-1, keepdim=True)
+
+
 def _temperature_cases(gen, hidden):
     temps = [0.5, 2.0] + ([0.1, 1.0, 5.0] if hidden else [])
     cases = []
     for t in temps:
         cases.append(Case((_randn(gen, 3, 8, scale=2.0), t), {}, "temperatures", f"temperature {t}"))
     cases.append(Case((_randn(gen, 2, 4, 10), 0.7), {}, "batched", "a (2, 4, 10) batch, temperature 0.7"))
+    # a low temperature multiplies the logits: 5 / 0.05 = 100 > 88.7, exp overflows without the max trick
+    for t in [0.05] + ([0.02] if hidden else []):
+        cases.append(Case((_randn(gen, 4, 6, scale=3.0) + 2.0, t), {}, "low temperature",
+                          f"temperature {t}: logits / T reach the hundreds"))
+        cases.append(Case((_randn(gen, 3, 5, scale=1.5 * t) - 100.0 * t, t), {}, "low temperature",
+                          f"temperature {t}: logits / T near -100 (exp underflows)"))
     return cases
+
+
+def temperature_power_renormalised(logits, temperature):
+    q = S.softmax(logits, dim=-1) ** (1.0 / temperature)  # proportional to exp(logits / T)
+    return q / q.sum(dim=-1, keepdim=True)
+
+
+def temperature_times_inverse(logits, temperature):
+    z = logits * (1.0 / temperature)
+    return torch.exp(z - torch.logsumexp(z, dim=-1, keepdim=True))
 
 
 TEMPERATURE = Exercise(
     id="02.softmax_with_temperature", notebook=NOTEBOOK, function="softmax_with_temperature", points=2,
     title="Softmax with a temperature", minutes=5,
+    alternatives=[Alternative("p ** (1/T), renormalised", temperature_power_renormalised),
+                  Alternative("times 1/T, log-sum-exp", temperature_times_inverse)],
     reference=S.softmax_with_temperature, make_cases=_temperature_cases, atol=1e-6, rtol=1e-5,
-    properties=[Property("rows sum to one", "probabilities over the vocabulary should add up to 1",
-                         _rows_sum_to_one)],
+    properties=[
+        Property("rows sum to one", "probabilities over the vocabulary should add up to 1", _rows_sum_to_one,
+                 fires_for=("temperature applied to probabilities", "softmax over the wrong axis",
+                              "probabilities raised to 1/T, not renormalised", "no max subtraction")),
+        Property("finite", "your output has nan or inf: at a low temperature logits / T reach the hundreds and "
+                 "exp overflows (exp(89) is inf in float32). Use a stable softmax: subtract each row's maximum of "
+                 "logits / T first",
+                 _finite_where_reference_is, fires_for=("no max subtraction",)),
+    ],
     mistakes=[
         KnownMistake("temperature multiplied instead of divided",
                      "You multiply the logits by the temperature. Divide them: a high temperature must "
@@ -153,6 +279,23 @@ TEMPERATURE = Exercise(
         KnownMistake("temperature ignored",
                      "Your output does not depend on the temperature: softmax(logits / temperature).",
                      temperature_ignored),
+        KnownMistake("softmax over the wrong axis",
+                     "Your probabilities sum to one down the first axis. Each row (the last axis, one entry per "
+                     "vocabulary token) is one distribution: softmax(..., dim=-1).",
+                     temperature_wrong_axis),
+        KnownMistake("probabilities raised to 1/T, not renormalised",
+                     "You raise the probabilities to the power 1/T. That is the right shape (p ** (1/T) is "
+                     "proportional to softmax(logits / T)) but the rows no longer sum to one: divide by their sum, "
+                     "or simply take softmax(logits / T).",
+                     temperature_power_not_renormalised),
+        KnownMistake("temperature squared",
+                     "You divide the logits by T twice (T ** 2). Divide once: softmax(logits / temperature).",
+                     temperature_squared),
+        KnownMistake("no max subtraction",
+                     "You compute exp(logits / T) directly. At a low temperature logits / T reach the hundreds and "
+                     "exp overflows (inf / inf = nan). Subtract each row's maximum first, or reuse your stable "
+                     "softmax.",
+                     temperature_unstable),
     ],
 )
 
@@ -188,6 +331,26 @@ def sample_temperature_multiplied(logits, temperature, generator):
     return sample_next_token(logits * temperature * temperature, temperature, generator)
 
 
+def sample_temperature_ignored(logits, temperature, generator):
+    return sample_next_token(logits, 1.0, generator)
+
+
+def sample_float_ids(logits, temperature, generator):
+    return sample_next_token(logits, temperature, generator).float()
+
+
+def sample_counts_past_u(logits, temperature, generator):
+    probs = S.softmax_with_temperature(logits, temperature, dim=-1)  # (B, V)
+    u = torch.rand(probs.shape[0], generator=generator)  # (B,)
+    return (probs.cumsum(dim=-1) > u.unsqueeze(-1)).sum(dim=-1).clamp(max=probs.shape[-1] - 1)
+
+
+def sample_one_u_for_all_rows(logits, temperature, generator):
+    probs = S.softmax_with_temperature(logits, temperature, dim=-1)  # (B, V)
+    u = torch.rand(1, generator=generator)  # ONE number for the whole batch
+    return (probs.cumsum(dim=-1) <= u).sum(dim=-1).clamp(max=probs.shape[-1] - 1)
+
+
 def sample_unnormalised(logits, temperature, generator):
     weights = torch.exp(logits / temperature)  # not divided by the sum
     u = torch.rand(weights.shape[0], generator=generator)
@@ -196,17 +359,28 @@ def sample_unnormalised(logits, temperature, generator):
 
 
 def _sampling_cases(gen, hidden):
+    """Flat-ish distributions (no token much above 1/2), so that a sample is rarely the argmax: "greedy",
+    "ignores the generator" and "the wrong u" give clearly different tokens."""
     cases = []
     n = 4 if hidden else 2
     for i in range(n):
-        logits = _randn(gen, 64, 6, scale=1.5)
+        logits = _randn(gen, 64, 6, scale=1.0)
         t = [1.0, 0.5, 2.0, 1.3][i]
         seed = _seed(gen)
         cases.append(Case((logits, t, GeneratorSeed(seed)), {}, "sampling", f"64 rows, temperature {t}"))
-    logits = _randn(gen, 32, 50, scale=0.5) + 4 * torch.eye(32, 50)
-    seed = _seed(gen)
-    cases.append(Case((logits, 0.8, GeneratorSeed(seed)), {}, "large vocabulary", "32 rows, vocabulary 50"))
+    for B, V in [(32, 50)] + ([(16, 200)] if hidden else []):
+        logits = _randn(gen, B, V, scale=0.5) + 1.5 * torch.eye(B, V)
+        cases.append(Case((logits, 0.8, GeneratorSeed(_seed(gen))), {}, "large vocabulary",
+                          f"{B} rows, vocabulary {V}, temperature 0.8"))
     return cases
+
+
+def _same_seed_same_tokens(case, out, derived) -> bool:
+    return bool(torch.equal(torch.as_tensor(derived[0]), torch.as_tensor(out)))
+
+
+def _call_again(case):
+    return [Case(case.args, case.kwargs, case.group, "the same call again, with a fresh generator of the same seed")]
 
 
 def _in_range(case, out, derived) -> bool:
@@ -214,11 +388,40 @@ def _in_range(case, out, derived) -> bool:
     return bool(((out >= 0) & (out < V)).all())
 
 
+def sample_searchsorted(logits, temperature, generator):
+    p = S.softmax(logits / temperature, dim=-1)
+    u = torch.rand(p.shape[0], 1, generator=generator)  # (B, 1): the same draws as torch.rand(B)
+    return torch.searchsorted(p.cumsum(dim=-1), u, right=True).squeeze(-1).clamp(max=p.shape[-1] - 1)
+
+
+def sample_loop(logits, temperature, generator):
+    p = S.softmax(logits / temperature, dim=-1)
+    u = torch.rand(p.shape[0], generator=generator)
+    ids = []
+    for row, u_b in zip(p, u.tolist()):  # one row at a time
+        total, i = 0.0, 0
+        for i, p_i in enumerate(row.tolist()):
+            total += p_i
+            if total > u_b:
+                break
+        ids.append(i)
+    return torch.tensor(ids, dtype=torch.long)
+
+
 SAMPLE = Exercise(
     id="02.sample_next_token", notebook=NOTEBOOK, function="sample_next_token", points=3,
     title="Sampling the next token with a generator", minutes=15,
+    alternatives=[Alternative("torch.searchsorted", sample_searchsorted),
+                  Alternative("a Python loop per row", sample_loop)],
     reference=sample_next_token, make_cases=_sampling_cases, forbidden=[SAMPLING_BUILTINS],
-    properties=[Property("token ids in range", "every token id must lie in [0, V)", _in_range)],
+    properties=[
+        Property("token ids in range", "every token id must lie in [0, V)", _in_range),
+        Property("same seed, same tokens",
+                 "called twice with generators of the same seed, your function returned different tokens: it "
+                 "draws from PyTorch's global random state. Pass the generator: "
+                 "u = torch.rand(B, generator=generator)",
+                 _same_seed_same_tokens, _call_again),
+    ],
     mistakes=[
         KnownMistake("greedy instead of sampling",
                      "You return the most likely token. Sampling draws u = torch.rand(B, generator=generator) "
@@ -235,6 +438,22 @@ SAMPLE = Exercise(
                      "You accumulate exp(logits / T) without dividing by their sum, so the cumulative sum "
                      "is not a CDF that ends at 1. Take the softmax first.",
                      sample_unnormalised),
+        KnownMistake("one u for all rows",
+                     "You draw ONE uniform number for the whole batch, so every row uses the same u. Draw one per "
+                     "row: u = torch.rand(B, generator=generator).",
+                     sample_one_u_for_all_rows),
+        KnownMistake("temperature ignored",
+                     "You sample from softmax(logits), whatever the temperature. Divide the logits by it first: "
+                     "softmax(logits / temperature).",
+                     sample_temperature_ignored),
+        KnownMistake("token ids as floats",
+                     "Your token ids are floats (a sum of a float mask). Token ids index the vocabulary: return a "
+                     "LongTensor, e.g. (cdf <= u[:, None]).sum(dim=-1) of a bool tensor, or .long().",
+                     sample_float_ids),
+        KnownMistake("counted the entries past u",
+                     "You count the cumulative probabilities that EXCEED u. The token is the number of entries that "
+                     "are still <= u (the first index past u): (cdf <= u.unsqueeze(-1)).sum(dim=-1).",
+                     sample_counts_past_u),
     ],
 )
 
@@ -265,6 +484,36 @@ def ce_wrong_sign(logits, targets):
     return logp.gather(-1, targets.unsqueeze(-1)).mean()
 
 
+def ce_all_columns(logits, targets):
+    logp = S.log_softmax(logits, dim=-1)
+    return -logp[:, targets].mean()  # (N, N): every row's log-probability of EVERY example's target
+
+
+def ce_log2(logits, targets):
+    logp = S.log_softmax(logits, dim=-1)
+    return -(logp.gather(-1, targets.unsqueeze(-1)) / math.log(2)).mean()
+
+
+def ce_max_not_added_back(logits, targets):
+    m = logits.amax(dim=-1, keepdim=True)
+    logp = logits - torch.log(torch.exp(logits - m).sum(dim=-1, keepdim=True))  # should also subtract m
+    return -logp.gather(-1, targets.unsqueeze(-1)).mean()
+
+
+def ce_lse_wrong_axis(logits, targets):
+    logp = logits - torch.logsumexp(logits, dim=0, keepdim=True)
+    return -logp.gather(-1, targets.unsqueeze(-1)).mean()
+
+
+def ce_targets_ignored(logits, targets):
+    return -S.log_softmax(logits, dim=-1).mean()
+
+
+def ce_log_of_stable_softmax(logits, targets):
+    p = S.softmax(logits, dim=-1)  # stable, but a tiny probability underflows towards 0
+    return -torch.log(p.gather(-1, targets.unsqueeze(-1))).mean()
+
+
 def ce_argmax(logits, targets):
     logp = S.log_softmax(logits, dim=-1)
     return -logp.max(dim=-1).values.mean()
@@ -279,14 +528,46 @@ def _ce_cases(gen, hidden):
     n, v = (32, 20) if hidden else (6, 8)
     cases.append(Case((_randn(gen, n, v, scale=300.0), torch.randint(0, v, (n,), generator=gen)), {},
                       "large logits", "logits of size ~1000"))
+    # every logit near -100: exp underflows to float32's tiny "subnormal" numbers, exact only after the shift
+    for n, v in [(5, 6)] + ([(12, 9)] if hidden else []):
+        cases.append(Case((_randn(gen, n, v) - 100.0, torch.randint(0, v, (n,), generator=gen)), {},
+                          "large logits", "logits near -100 (exp underflows)"))
+    # targets ~100 below their row's maximum: p(target) ~ e^-100 is too small for float32's precision
+    for n, v in [(4, 5)] + ([(10, 7)] if hidden else []):
+        logits = _randn(gen, n, v)
+        targets = torch.randint(0, v, (n,), generator=gen)
+        logits[torch.arange(n), targets] -= 100.0
+        cases.append(Case((logits, targets), {}, "large logits", "targets about 100 below the row's largest logit"))
     return cases
+
+
+def ce_one_hot(logits, targets):
+    logp = logits - torch.logsumexp(logits, dim=-1, keepdim=True)
+    return -(torch.nn.functional.one_hot(targets, logits.shape[-1]) * logp).sum(dim=-1).mean()
+
+
+def ce_loop(logits, targets):
+    total = torch.zeros(())
+    for row, t in zip(logits, targets):
+        m = row.max()
+        total = total + (m + torch.log(torch.exp(row - m).sum()) - row[t])  # -log p_t
+    return total / len(targets)
 
 
 CROSS_ENTROPY = Exercise(
     id="02.cross_entropy", notebook=NOTEBOOK, function="cross_entropy", points=3,
     title="Cross-entropy loss", minutes=10,
+    alternatives=[Alternative("one-hot targets times log-softmax", ce_one_hot),
+                  Alternative("a loop over the examples", ce_loop)],
     reference=S.cross_entropy, make_cases=_ce_cases, atol=1e-4, rtol=1e-5,
     forbidden=[LOSS_BUILTINS],
+    properties=[
+        Property("finite", "your loss is nan or inf although every logit is finite: an exp overflowed, or a "
+                 "probability underflowed to 0 before the log. Use the log-softmax identity "
+                 "log p_i = (x_i - m) - log sum_j exp(x_j - m) with m the row's maximum",
+                 lambda case, out, derived: bool(torch.isfinite(torch.as_tensor(out, dtype=torch.float64)).all()),
+                 fires_for=("log of an unstable softmax", "log of a softmax")),
+    ],
     mistakes=[
         KnownMistake("log missing",
                      "You average the probability of the target, not its log. The loss is "
@@ -301,6 +582,32 @@ CROSS_ENTROPY = Exercise(
         KnownMistake("wrong sign",
                      "Your loss is negative: it is the mean log-probability. Cross-entropy is its negative.",
                      ce_wrong_sign),
+        KnownMistake("logp[:, targets] instead of logp[range(N), targets]",
+                     "You index logp[:, targets], an (N, N) table: every example's log-probability of EVERY "
+                     "example's target. Pick one entry per row: logp[torch.arange(N), targets] (or "
+                     "logp.gather(-1, targets.unsqueeze(-1))).",
+                     ce_all_columns),
+        KnownMistake("log base 2",
+                     "Your loss is in bits (log2). Cross-entropy in PyTorch, and in this course, uses the natural "
+                     "log (nats): torch.log, or the log-softmax identity.",
+                     ce_log2),
+        KnownMistake("max not added back",
+                     "Your log-softmax is x - log(sum(exp(x - m))): the shift m is missing. "
+                     "log p_i = (x_i - m) - log sum_j exp(x_j - m).",
+                     ce_max_not_added_back),
+        KnownMistake("log-sum-exp over the wrong axis",
+                     "Your log-sum-exp runs over the examples (dim=0). Each example's distribution is over the "
+                     "classes: dim=-1.",
+                     ce_lse_wrong_axis),
+        KnownMistake("targets ignored (mean of all log-probabilities)",
+                     "You average the log-probabilities of every class. The loss uses only each example's target: "
+                     "-mean_n logp[n, targets[n]].",
+                     ce_targets_ignored),
+        KnownMistake("log of a softmax",
+                     "You take log(softmax(x)). Even a stable softmax rounds a tiny probability (e^-100) to a "
+                     "subnormal number or to 0, and log(0) = -inf. Compute the log-probabilities directly: "
+                     "log p_i = (x_i - m) - log sum_j exp(x_j - m).",
+                     ce_log_of_stable_softmax),
         KnownMistake("most likely class instead of the target",
                      "You take the log-probability of the most likely class; use the target's: "
                      "logp.gather(-1, targets.unsqueeze(-1)) or logp[range(N), targets].",

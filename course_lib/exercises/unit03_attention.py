@@ -18,7 +18,7 @@ import torch
 
 from .. import attention as A
 from .. import softmax as S
-from .core import Case, Exercise, Forbidden, KnownMistake, ModuleInputs, Property
+from .core import Alternative, Case, Exercise, Forbidden, KnownMistake, ModuleInputs, Property
 from .registry import register
 from .core import randn as _randn  # shared case helpers
 
@@ -57,6 +57,26 @@ def scores_queries_keys_swapped(q, k):
     return k @ q.transpose(-2, -1) / math.sqrt(q.shape[-1])
 
 
+def scores_scaled_by_sqrt_tq(q, k):
+    return q @ k.transpose(-2, -1) / math.sqrt(q.shape[-2])
+
+
+def scores_multiplied(q, k):
+    return q @ k.transpose(-2, -1) * math.sqrt(q.shape[-1])
+
+
+def scores_softmax_applied(q, k):
+    return S.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)
+
+
+def scores_einsum(q, k):
+    return torch.einsum("...id,...jd->...ij", q, k) / q.shape[-1] ** 0.5
+
+
+def scores_scale_queries_first(q, k):
+    return (q / math.sqrt(k.shape[-1])) @ k.mT
+
+
 def _qk_cases(gen, hidden):
     """Query/key pairs; ``T_k == d_k`` in the "square keys" group so that ``q @ k`` runs too."""
     cases = [Case((_randn(gen, 3, 4), _randn(gen, 5, 4)), {}, "basic", "one sequence: 3 queries, 5 keys, d_k=4")]
@@ -77,6 +97,7 @@ ATTENTION_SCORES = Exercise(
     id="03.attention_scores", notebook=NOTEBOOK, function="attention_scores", points=3,
     title="Attention scores q k^T / sqrt(d_k)", minutes=10,
     reference=A.attention_scores, make_cases=_qk_cases, atol=1e-5, rtol=1e-4,
+    alternatives=[Alternative("einsum", scores_einsum), Alternative("queries scaled first, k.mT", scores_scale_queries_first)],
     forbidden=[ATTENTION_BUILTINS],
     mistakes=[
         KnownMistake("no scaling",
@@ -99,6 +120,18 @@ ATTENTION_SCORES = Exercise(
                      "Your scores are k @ q^T, shape (T_k, T_q): the transpose of what is asked. Row i must hold "
                      "query i's score against every key: q @ k.transpose(-2, -1).",
                      scores_queries_keys_swapped),
+        KnownMistake("scaled by sqrt(T_q) instead of sqrt(d_k)",
+                     "You divide by the square root of the number of queries, q.shape[-2]. The scale is the length "
+                     "of the vectors being dotted: d_k = q.shape[-1].",
+                     scores_scaled_by_sqrt_tq),
+        KnownMistake("multiplied by sqrt(d_k)",
+                     "You multiply the scores by sqrt(d_k). Divide: q @ k.transpose(-2, -1) / math.sqrt(d_k) "
+                     "brings their variance back to 1.",
+                     scores_multiplied),
+        KnownMistake("softmax applied",
+                     "Your output rows sum to one: you took the softmax. This exercise asks for the scaled scores "
+                     "themselves; the softmax comes in Exercise 03.2.",
+                     scores_softmax_applied),
     ],
 )
 
@@ -130,6 +163,33 @@ def sdpa_no_softmax(q, k, v):
 
 def sdpa_keys_not_transposed(q, k, v):
     return S.softmax(q @ k / math.sqrt(q.shape[-1]), dim=-1) @ v
+
+
+def sdpa_scaled_after_softmax(q, k, v):
+    return S.softmax(q @ k.transpose(-2, -1), dim=-1) / math.sqrt(q.shape[-1]) @ v
+
+
+def sdpa_scaled_by_sqrt_dv(q, k, v):
+    return S.softmax(q @ k.transpose(-2, -1) / math.sqrt(v.shape[-1]), dim=-1) @ v
+
+
+def sdpa_multiplied(q, k, v):
+    return S.softmax(q @ k.transpose(-2, -1) * math.sqrt(q.shape[-1]), dim=-1) @ v
+
+
+def sdpa_scaled_by_sqrt_tk(q, k, v):
+    return S.softmax(q @ k.transpose(-2, -1) / math.sqrt(k.shape[-2]), dim=-1) @ v
+
+
+def sdpa_einsum(q, k, v):
+    scores = torch.einsum("...id,...jd->...ij", q, k) / math.sqrt(q.shape[-1])
+    w = torch.exp(scores - scores.amax(dim=-1, keepdim=True))
+    w = w / w.sum(dim=-1, keepdim=True)  # softmax over the keys, by hand
+    return torch.einsum("...ij,...jd->...id", w, v)
+
+
+def sdpa_scaled_queries(q, k, v):
+    return torch.nn.functional.softmax((q / math.sqrt(q.size(-1))) @ k.mT, dim=-1) @ v
 
 
 def _qkv_cases(gen, hidden):
@@ -172,16 +232,21 @@ SDPA = Exercise(
     id="03.scaled_dot_product_attention", notebook=NOTEBOOK, function="scaled_dot_product_attention", points=4,
     title="Scaled dot-product attention", minutes=15,
     reference=A.scaled_dot_product_attention, make_cases=_qkv_cases, atol=1e-5, rtol=1e-4,
+    alternatives=[Alternative("einsum and a softmax by hand", sdpa_einsum),
+                  Alternative("queries scaled first, F.softmax", sdpa_scaled_queries)],
     forbidden=[ATTENTION_BUILTINS],
     properties=[
         Property("outputs are averages of the values",
                  "every output should be a weighted average of the value vectors (weights >= 0 that sum to 1 "
                  "over the keys), so each coordinate lies between the smallest and largest value",
-                 _within_value_range),
+                 _within_value_range,
+                 fires_for=("softmax over the query axis", "weights not applied to the values", "softmax missing",
+                            "divided by sqrt(d_k) after the softmax")),
         Property("order of the keys does not matter",
                  "reordering the keys together with their values should not change the output: attention "
                  "treats the keys as a set",
-                 _key_order_irrelevant, _permute_keys),
+                 _key_order_irrelevant, _permute_keys,
+                 fires_for=("keys not transposed", "weights not applied to the values")),
     ],
     mistakes=[
         KnownMistake("no scaling",
@@ -208,6 +273,22 @@ SDPA = Exercise(
                      "You multiply q @ k. Each score is the dot product of a query row with a key row, so "
                      "transpose the keys: q @ k.transpose(-2, -1).",
                      sdpa_keys_not_transposed),
+        KnownMistake("divided by sqrt(d_k) after the softmax",
+                     "You divide by sqrt(d_k) AFTER the softmax (or the output): the weights then sum to "
+                     "1/sqrt(d_k), and the scaling never reaches the softmax, which is where it matters. Divide the "
+                     "scores: softmax(q @ k^T / sqrt(d_k)) @ v.",
+                     sdpa_scaled_after_softmax),
+        KnownMistake("scaled by sqrt(d_v) instead of sqrt(d_k)",
+                     "You divide by the square root of the VALUES' width, v.shape[-1]. The scale belongs to the dot "
+                     "products of queries with keys: d_k = q.shape[-1].",
+                     sdpa_scaled_by_sqrt_dv),
+        KnownMistake("multiplied by sqrt(d_k)",
+                     "You multiply the scores by sqrt(d_k): the softmax gets sharper instead of tamer. Divide.",
+                     sdpa_multiplied),
+        KnownMistake("scaled by sqrt(T_k) instead of sqrt(d_k)",
+                     "You divide by the square root of the number of keys, k.shape[-2]. The scale comes from the "
+                     "length of the vectors being dotted: d_k = q.shape[-1].",
+                     sdpa_scaled_by_sqrt_tk),
     ],
 )
 
@@ -250,6 +331,62 @@ class HeadValuesFromKeys(A.SelfAttentionHead):
         return self.W_O(A.scaled_dot_product_attention(self.W_Q(x), k, k))
 
 
+class HeadScaledByDModel(A.SelfAttentionHead):
+    def forward(self, x):
+        q, k, v = self.W_Q(x), self.W_K(x), self.W_V(x)
+        return self.W_O(S.softmax(q @ k.transpose(-2, -1) / math.sqrt(self.d_model), dim=-1) @ v)
+
+
+class HeadSoftmaxOverBatch(A.SelfAttentionHead):
+    def forward(self, x):
+        q, k, v = self.W_Q(x), self.W_K(x), self.W_V(x)
+        return self.W_O(S.softmax(q @ k.transpose(-2, -1) / math.sqrt(self.d_head), dim=0) @ v)
+
+
+class HeadMultiplied(A.SelfAttentionHead):
+    def forward(self, x):
+        q, k, v = self.W_Q(x), self.W_K(x), self.W_V(x)
+        return self.W_O(S.softmax(q @ k.transpose(-2, -1) * math.sqrt(self.d_head), dim=-1) @ v)
+
+
+class HeadQueriesAsKeys(A.SelfAttentionHead):
+    def forward(self, x):
+        q = self.W_Q(x)
+        return self.W_O(A.scaled_dot_product_attention(q, q, self.W_V(x)))
+
+
+class HeadScaledByDHead(A.SelfAttentionHead):
+    def forward(self, x):
+        q, k, v = self.W_Q(x), self.W_K(x), self.W_V(x)
+        return self.W_O(S.softmax(q @ k.transpose(-2, -1) / self.d_head, dim=-1) @ v)
+
+
+class HeadQueriesAsValues(A.SelfAttentionHead):
+    def forward(self, x):
+        q = self.W_Q(x)
+        return self.W_O(A.scaled_dot_product_attention(q, self.W_K(x), q))
+
+
+class HeadOutputMapFirst(A.SelfAttentionHead):
+    """W_O applied to the values before the weighted sum: the same numbers (both maps are linear)."""
+
+    def forward(self, x):
+        q, k = self.W_Q(x), self.W_K(x)
+        weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(self.d_head), dim=-1)  # (B, T, T)
+        return weights @ self.W_O(self.W_V(x))
+
+
+class HeadEinsum(A.SelfAttentionHead):
+    """The weights used as matrices, with einsum (nn.Linear stores W as (out, in): x W^T)."""
+
+    def forward(self, x):
+        q = torch.einsum("btm,hm->bth", x, self.W_Q.weight)
+        k = torch.einsum("btm,hm->bth", x, self.W_K.weight)
+        v = torch.einsum("btm,hm->bth", x, self.W_V.weight)
+        weights = torch.softmax(torch.einsum("bih,bjh->bij", q, k) / math.sqrt(q.shape[-1]), dim=-1)
+        return torch.einsum("bij,bjh,mh->bim", weights, v, self.W_O.weight)
+
+
 def _head_state(gen, d_model: int, d_head: int) -> dict:
     """A state_dict for ``SelfAttentionHead(d_model, d_head)`` drawn from ``gen`` only."""
     ref = A.SelfAttentionHead(d_model, d_head)
@@ -288,6 +425,8 @@ SELF_ATTENTION_HEAD = Exercise(
     id="03.SelfAttentionHead", notebook=NOTEBOOK, function="SelfAttentionHead", points=5,
     title="A single self-attention head (nn.Module)", minutes=20, kind="module",
     reference=A.SelfAttentionHead, make_cases=_head_cases, atol=1e-5, rtol=1e-4,
+    alternatives=[Alternative("W_O applied before the weighted sum", HeadOutputMapFirst),
+                  Alternative("einsum with the weight matrices", HeadEinsum)],
     forbidden=[ATTENTION_BUILTINS],
     properties=[
         Property("reordering the tokens reorders the output",
@@ -319,6 +458,28 @@ SELF_ATTENTION_HEAD = Exercise(
         KnownMistake("keys used as values",
                      "You take the weighted sum of the keys. The values come from their own map: v = self.W_V(x).",
                      HeadValuesFromKeys),
+        KnownMistake("scaled by sqrt(d_model) instead of sqrt(d_head)",
+                     "You divide the scores by sqrt(d_model). The queries and keys live in the head's small space: "
+                     "their dot products have d_head terms, so divide by math.sqrt(self.d_head).",
+                     HeadScaledByDModel),
+        KnownMistake("softmax over the batch axis",
+                     "Your softmax runs over dim=0, across the sequences of the batch. Each query's weights over "
+                     "the keys of its own sequence must sum to one: dim=-1.",
+                     HeadSoftmaxOverBatch),
+        KnownMistake("multiplied by sqrt(d_head)",
+                     "You multiply the scores by sqrt(d_head). Divide them by it.",
+                     HeadMultiplied),
+        KnownMistake("scaled by d_head instead of sqrt(d_head)",
+                     "You divide the scores by d_head. Their standard deviation is sqrt(d_head): divide by "
+                     "math.sqrt(self.d_head).",
+                     HeadScaledByDHead),
+        KnownMistake("queries used as values",
+                     "You take the weighted sum of the queries. The values come from their own map: "
+                     "v = self.W_V(x).",
+                     HeadQueriesAsValues),
+        KnownMistake("queries used as keys",
+                     "Your scores are q @ q^T: the keys come from W_Q too. k = self.W_K(x).",
+                     HeadQueriesAsKeys),
     ],
 )
 
