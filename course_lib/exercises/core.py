@@ -1076,10 +1076,9 @@ def _judge(ex: Exercise, cases: list, calls: list, outcomes: list) -> Report:
     mistake = None
     if n_ok == n_groups:
         status = PASSED
-        message = f"all {_plural(len(cases), 'case')} pass" + (
-            f" and {_plural(len(ex.properties), 'property')} hold" if ex.properties else "")
-        if len(ex.properties) == 1:
-            message = message[:-4] + "holds"
+        message = (f"all {len(cases)} cases pass" if len(cases) > 1 else "the 1 case passes") + (
+            f" and {_plural(len(ex.properties), 'property')} {'holds' if len(ex.properties) == 1 else 'hold'}"
+            if ex.properties else "")
     else:
         status = PARTIAL if n_ok else (ERROR if len(errors) == len(cases) else FAILED)
         if any(mm is not None and mm.kind != "type" for _, _, mm in failures) or any(
