@@ -207,7 +207,7 @@ def embed_loop(ids, W_E):
 
 def _embed_cases(gen, hidden):
     cases = []
-    sizes = [(6, 4, (5,))] + ([(20, 8, (9,)), (50, 16, (4, 7))] if hidden else [])
+    sizes = [(6, 4, (5,)), (8, 5, (2, 3))] + ([(20, 8, (9,)), (50, 16, (4, 7))] if hidden else [])
     for V, D, shape in sizes:
         cases.append(Case((_randint(gen, V, *shape), _randn(gen, V, D)), {}, "basic",
                           f"ids {shape}, W_E ({V}, {D})"))
