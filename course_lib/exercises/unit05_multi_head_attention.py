@@ -239,18 +239,28 @@ MERGE_HEADS = Exercise(
 # ---------------------------------------------------------------------------------------------------
 
 
-class MultiHeadAttention(A.MultiHeadAttention):
+class MultiHeadAttention(nn.Module):
     """Self-attention with H heads, ``forward(x (B, T, D), mask=None) -> (B, T, D)``.
 
     The same parameters (W_Q, W_K, W_V, W_O: nn.Linear(D, D) with bias) and the same numbers as
     course_lib's MultiHeadAttention (tests/test_units_04_06.py checks it), whose forward takes
-    ``(x_q, x_kv=None, mask=None, ...)``; written out here so that calling course_lib's module from a
-    learner's code is caught as a ready-made shortcut::
+    ``(x_q, x_kv=None, mask=None, ...)``; written out here (not a subclass) so that building or calling
+    course_lib's module from a learner's code is caught as a ready-made shortcut::
 
         q, k, v = split_heads(x W_Q), split_heads(x W_K), split_heads(x W_V)   (B, H, T, Dh)
         z = softmax(q k^T / sqrt(Dh), blocked scores -> -inf) v              (B, H, T, Dh)
         out = merge_heads(z) W_O                                               (B, T, D)
     """
+
+    def __init__(self, d_model: int, n_heads: int, bias: bool = True):
+        super().__init__()
+        if n_heads <= 0 or d_model % n_heads != 0:
+            raise ValueError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
+        self.d_model, self.n_heads, self.d_head = d_model, n_heads, d_model // n_heads
+        self.W_Q = nn.Linear(d_model, d_model, bias=bias)  # all heads' W_Q^h side by side
+        self.W_K = nn.Linear(d_model, d_model, bias=bias)
+        self.W_V = nn.Linear(d_model, d_model, bias=bias)
+        self.W_O = nn.Linear(d_model, d_model, bias=bias)  # mixes the concatenated heads
 
     def forward(self, x, mask=None):  # noqa: D102
         if mask is not None and mask.dim() == 3:
