@@ -19,8 +19,12 @@ setup:
 setup-dev:
 	@scripts/setup.sh dev
 
+# Jupyter refuses to start as root unless told --allow-root. Root is what a learner is inside Docker, on a
+# cloud VM or in CI, so add it then (and only then: as any other user nothing changes).
+AS_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
+
 lab: setup
-	$(PY) -m jupyter lab --notebook-dir="$(NOTEBOOK_DIR)" --port=$(PORT) $(LAB_ARGS)
+	$(PY) -m jupyter lab --notebook-dir="$(NOTEBOOK_DIR)" --port=$(PORT) $(AS_ROOT) $(LAB_ARGS)
 
 test: setup-dev
 	$(PY) -m pytest -n $(JOBS) $(PYTEST_ARGS)

@@ -64,7 +64,7 @@ def lab(tmp_path_factory):
     (settings / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings").write_text(
         json.dumps({"fetchNews": "false", "checkForUpdates": False}))
     port = _free_port()
-    args = (f"--no-browser --ServerApp.ip=127.0.0.1 --IdentityProvider.token={TOKEN} --allow-root "
+    args = (f"--no-browser --ServerApp.ip=127.0.0.1 --IdentityProvider.token={TOKEN} "
             f"--LabApp.user_settings_dir={settings} --LabApp.workspaces_dir={work / 'ws'}")
     env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(work / "rt"))
     log = open(work / "lab.log", "w")
