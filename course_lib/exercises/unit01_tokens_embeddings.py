@@ -211,6 +211,10 @@ def _embed_cases(gen, hidden):
     for V, D, shape in sizes:
         cases.append(Case((_randint(gen, V, *shape), _randn(gen, V, D)), {}, "basic",
                           f"ids {shape}, W_E ({V}, {D})"))
+    # the last rows of W_E unused: a one-hot sized by the largest id (F.one_hot(ids) without V) no longer fits
+    V, D = 9, 4
+    cases.append(Case((_randint(gen, V - 3, 6), _randn(gen, V, D)), {}, "basic",
+                      f"6 ids, W_E ({V}, {D}), the last 3 rows unused"))
     cases.append(Case((_randint(gen, 10, 3, 5), _randn(gen, 10, 10)), {}, "batched",
                       "a (3, 5) batch, square W_E (10, 10)"))
     if hidden:

@@ -181,6 +181,10 @@ def sdpa_scaled_by_sqrt_tk(q, k, v):
     return S.softmax(q @ k.transpose(-2, -1) / math.sqrt(k.shape[-2]), dim=-1) @ v
 
 
+def sdpa_keys_as_values(q, k, v):
+    return S.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1) @ k
+
+
 def sdpa_einsum(q, k, v):
     scores = torch.einsum("...id,...jd->...ij", q, k) / math.sqrt(q.shape[-1])
     w = torch.exp(scores - scores.amax(dim=-1, keepdim=True))
@@ -241,7 +245,7 @@ SDPA = Exercise(
                  "over the keys), so each coordinate lies between the smallest and largest value",
                  _within_value_range,
                  fires_for=("softmax over the query axis", "weights not applied to the values", "softmax missing",
-                            "divided by sqrt(d_k) after the softmax")),
+                            "divided by sqrt(d_k) after the softmax", "keys used as values")),
         Property("order of the keys does not matter",
                  "reordering the keys together with their values should not change the output: attention "
                  "treats the keys as a set",
@@ -289,6 +293,10 @@ SDPA = Exercise(
                      "You divide by the square root of the number of keys, k.shape[-2]. The scale comes from the "
                      "length of the vectors being dotted: d_k = q.shape[-1].",
                      sdpa_scaled_by_sqrt_tk),
+        KnownMistake("keys used as values",
+                     "You take the weighted sum of the KEYS. The keys only decide the weights; what is passed on "
+                     "is the values: weights @ v.",
+                     sdpa_keys_as_values),
     ],
 )
 
