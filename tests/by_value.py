@@ -24,8 +24,17 @@ _LIMITS = Limits()
 _TAMPER = [sys.setprofile, sys.settrace]
 
 
+_WORKERS: dict = {}
+_PLANS: dict = {}
+
+
 def _worker_for(ex: core.Exercise, allow_reference: bool) -> worker.Worker:
-    """A worker set up for ``ex`` as the grader sets it up (``setup`` message), minus the IPython shell."""
+    """A worker set up for ``ex`` as the grader sets it up (``setup`` message), minus the IPython shell
+    (one per exercise and kind of watch, reused like the grader reuses one worker for a notebook)."""
+    key = (id(ex), allow_reference)
+    hit = _WORKERS.get(key)
+    if hit is not None and hit[0] is ex:
+        return hit[1]
     saved = {k: v for k, v in sys.modules.items() if k == "course_lib.grading" or k.startswith("course_lib.grading.")}
     w = worker.Worker(io.BytesIO(), io.BytesIO(), {})
     w.wire = wire
@@ -37,8 +46,9 @@ def _worker_for(ex: core.Exercise, allow_reference: bool) -> worker.Worker:
     if allow_reference or ex.id not in _registered_ids():
         # the tests of the tests evaluate the reference itself and variants built on it (like run_local's
         # allow_reference); synthetic exercises are not in the registry the worker reads
-        w.watches[ex.id] = worker.Watch(ex.forbidden if allow_reference else ex.all_forbidden(), core.resolve,
-                                        _TAMPER)
+        w.watches[ex.id] = worker.Watch(ex.forbidden_allowing_reference() if allow_reference else ex.all_forbidden(),
+                                        core.resolve, _TAMPER)
+    _WORKERS[key] = (ex, w)
     return w
 
 
@@ -49,13 +59,20 @@ def _registered_ids() -> set:
 
 
 def plan_for(ex: core.Exercise, hidden: bool, seed: int) -> session.Plan:
-    """The grader's plan (encoded calls) for the public cases (seed 0) or the hidden ones of ``seed``."""
+    """The grader's plan (encoded calls) for the public cases (seed 0) or the hidden ones of ``seed``; one
+    per exercise and seed, shared by every learner, as in a grading run (reference outputs computed once)."""
+    key = (id(ex), hidden, seed)
+    hit = _PLANS.get(key)
+    if hit is not None and hit[0] is ex:
+        return hit[1]
     if hidden:
-        return session.Plan.build(ex, seed)
-    public = copy.copy(ex)
-    public.cases = lambda _seed, hidden=True: ex.cases(0, hidden=False)  # Plan.build always asks for hidden cases
-    plan = session.Plan.build(public, seed)
-    plan.exercise = ex
+        plan = session.Plan.build(ex, seed)
+    else:
+        public = copy.copy(ex)
+        public.cases = lambda _seed, hidden=True: ex.cases(0, hidden=False)  # Plan.build asks for hidden cases
+        plan = session.Plan.build(public, seed)
+        plan.exercise = ex
+    _PLANS[key] = (ex, plan)
     return plan
 
 

@@ -52,6 +52,7 @@ NOT_ATTEMPTED = "not_attempted"
 FORBIDDEN = "forbidden"
 MISSING = "missing"
 STATUSES = (PASSED, PARTIAL, FAILED, ERROR, TIMEOUT, NOT_ATTEMPTED, FORBIDDEN, MISSING)
+CACHE_ENTRIES = 4096
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -423,6 +424,7 @@ class _Matcher:
     def __init__(self, target: Any, label: str):
         self.label = label
         self.code = None
+        self.codes: set = set()
         self.name = getattr(target, "__name__", None)
         self.objclass = None
         self.self_obj = None
@@ -437,14 +439,19 @@ class _Matcher:
         elif isinstance(fn, (types.MethodDescriptorType, types.WrapperDescriptorType)):
             self.objclass = fn.__objclass__
         elif isinstance(fn, type) and hasattr(fn, "forward"):
-            # a class (e.g. torch.nn.MultiheadAttention): catch its forward
-            self.code = getattr(fn.forward, "__code__", None)
+            # a class (e.g. torch.nn.MultiheadAttention): catch its own __init__, forward and __call__, as
+            # the grader's worker does (nn.Module's generic ones are everyone's)
+            self.codes = set()
+            for attr in ("__init__", "forward", "__call__"):
+                code = getattr(getattr(fn, attr, None), "__code__", None)
+                if code is not None and not code.co_filename.endswith("torch/nn/modules/module.py"):
+                    self.codes.add(code)
         else:
             self.self_obj = getattr(fn, "__self__", None)
 
     def matches(self, frame, event: str, arg: Any) -> bool:
         if event == "call":
-            return self.code is not None and frame.f_code is self.code
+            return (self.code is not None and frame.f_code is self.code) or frame.f_code in self.codes
         if event == "c_call":
             if arg is self.target:
                 return True
@@ -551,6 +558,9 @@ class Exercise:
     exact_types: bool = True
     #: A 1-element tensor may stand for a promised Python number (off by default: ``.item()`` it).
     allow_tensor_numbers: bool = False
+    # Reference and mistake outputs per call, and the public/hidden plans of run_local: computed once
+    # (bounded; keyed by the identity of calls that the cache keeps alive).
+    _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         m = ID_PATTERN.match(self.id)
@@ -590,6 +600,25 @@ class Exercise:
                     calls.append(Call(d.args, d.kwargs, i, prop.name))
         return calls
 
+    def forbidden_allowing_reference(self) -> list:
+        """The shortcuts still forbidden when course_lib's reference may be used (tests of the tests): a
+        reference (and the mistakes built on it) may derive from a class that learners may not use."""
+        out = []
+        for f in self.forbidden:
+            keep = []
+            for t in f.targets:
+                try:
+                    obj = resolve(t) if isinstance(t, str) else t
+                except (ImportError, AttributeError):
+                    continue
+                if obj is self.reference or (isinstance(obj, type) and isinstance(self.reference, type)
+                                             and issubclass(self.reference, obj)):
+                    continue
+                keep.append(t)
+            if keep:
+                out.append(Forbidden(f.label, tuple(keep), f.message))
+        return out
+
     def all_forbidden(self) -> list:
         extra = [Forbidden("course_lib's reference solution", (self.reference,),
                            "calls course_lib's own reference for this exercise instead of implementing it")] \
@@ -628,6 +657,17 @@ class Exercise:
     def expected(self, call: Call) -> Any:
         return self.invoke(self.reference, call)
 
+    def cached(self, key: tuple, call: Optional[Call], compute: Callable[[], Any]) -> Any:
+        """``compute()`` once per ``key`` (``call`` is kept alive with it, so its ``id`` stays unique)."""
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] is call:
+            return hit[1]
+        value = compute()
+        if len(self._cache) > CACHE_ENTRIES:
+            self._cache.clear()
+        self._cache[key] = (call, value)
+        return value
+
     def judge(self, cases: Sequence[Case], calls: Sequence[Call], outcomes: Sequence[Outcome]) -> Report:
         """Compare the learner's outcomes with the reference: status, points and a message."""
         return _judge(self, list(cases), list(calls), list(outcomes))
@@ -639,7 +679,7 @@ class Exercise:
         ``allow_reference`` lets ``obj`` call course_lib's reference (the tests of the tests evaluate
         the reference itself and buggy variants built on it).
         """
-        forbidden = list(self.forbidden) if allow_reference else self.all_forbidden()
+        forbidden = self.forbidden_allowing_reference() if allow_reference else self.all_forbidden()
         outcomes = []
         for call in calls:
             kept: list = []
@@ -902,10 +942,11 @@ def match_mistake(ex: "Exercise", case_calls: list, expected: dict) -> Optional[
     for mistake in ex.mistakes:
         consistent, evidence = True, False
         for call, oc in case_calls:
-            try:
-                wrong = ex.invoke(mistake.fn, call)
-            except Exception:  # noqa: BLE001 - a mistake that crashes on a case says nothing about it
+            wrong = ex.cached(("mistake", mistake.name, id(call)), call, lambda: outcome_of(
+                lambda: ex.invoke(mistake.fn, call)))
+            if wrong.kind != "value":  # a mistake that crashes on a case says nothing about it
                 continue
+            wrong = wrong.value
             if oc.kind != "value":
                 if _has_finite(wrong):
                     consistent = False
@@ -1020,7 +1061,7 @@ def _judge(ex: Exercise, cases: list, calls: list, outcomes: list) -> Report:
             failures.append((call.case_index, line, None))
             continue
         case_outputs[call.case_index] = oc.value
-        expected[call.case_index] = want = ex.expected(call)
+        expected[call.case_index] = want = ex.cached(("expected", id(call)), call, lambda: ex.expected(call))
         mm = compare(want, oc.value, ex.atol, ex.rtol, ex.check_dtype, exact_types=ex.exact_types,
                      tensor_numbers=ex.allow_tensor_numbers)
         changed = changed_input(ex, call, oc.inputs)
@@ -1111,9 +1152,10 @@ def _failure_message(ex: Exercise, cases: list, failures: list, failed_props: li
         lines.append(line)
         if mm is not None and mm.kind in ("values", "shape", "dtype", "length", "keys"):
             got, want = _at(outputs.get(i), mm.where), _at(expected.get(i), mm.where)
-            part = f"output{mm.where}"
-            lines.append(f"your {part}: {summary(got)}")
-            lines.append(f"expected {part}: {summary(want)}")
+            if isinstance(got, torch.Tensor) and isinstance(want, torch.Tensor):  # a number says it all already
+                part = f"output{mm.where}"
+                lines.append(f"your {part}: {summary(got)}")
+                lines.append(f"expected {part}: {summary(want)}")
         if len(failures) > 1:
             lines.append(f"{len(failures)} of {_plural(n, 'case')} fail")
         elif n > 1:
@@ -1170,13 +1212,17 @@ def _plain_signature(sig: inspect.Signature) -> str:
     return str(sig.replace(parameters=params, return_annotation=inspect.Signature.empty))
 
 
+def _cases_and_calls(ex: Exercise, seed: int, hidden: bool) -> tuple:
+    cases = ex.cases(seed, hidden)
+    return cases, ex.plan(cases)
+
+
 def run_local(ex: Exercise, obj: Callable, seed: int = PUBLIC_SEED, hidden: bool = False,
               allow_reference: bool = False) -> Report:
     """Plan, evaluate in this process and judge: the inline check and the tests of the tests."""
-    cases = ex.cases(seed, hidden)
+    cases, calls = ex.cached(("plan", int(seed), bool(hidden)), None, lambda: _cases_and_calls(ex, seed, hidden))
     problem = signature_problem(ex, obj, cases)
     if problem:
         return Report(ex.id, ERROR, 0.0, float(ex.points), problem, cases_total=len(cases))
-    calls = ex.plan(cases)
     outcomes = ex.evaluate_locally(obj, calls, allow_reference=allow_reference)
     return ex.judge(cases, calls, outcomes)
