@@ -818,7 +818,8 @@ def mutation_message(name: str, path: str, before: Any) -> str:
     where = f"`{name}`" + (f" (at `{name}{path}`)" if path else "")
     if isinstance(before, torch.Tensor):
         return (f"your function changed {where} in place; compute a new tensor instead "
-                f"(e.g. `{name} = {name} - m`, not `{name} -= m` or `{name}.sub_(m)`)")
+                f"(e.g. `{name} = {name} - m`, not `{name} -= m` or `{name}.sub_(m)`; a slice such as "
+                f"`{name}[:, 1:]` shares memory with `{name}`: `.clone()` it before assigning into it)")
     if isinstance(before, (list, dict)):
         kind = type(before).__name__
         return (f"your function changed the {kind} {where} it was given; build a new {kind} instead of "
