@@ -212,17 +212,59 @@ def test_results_are_written_atomically(tmp_path, monkeypatch):
 # ---------------------------------------------------------------------------------------------------
 
 
+SPIN = "import time\nt0 = time.process_time()\nwhile time.process_time() - t0 < {s}:\n    pass"
+
+
 def test_per_notebook_limit_stops_a_notebook_not_the_class(tmp_path):
+    """Four cells of 3 s of CPU each meet an 8 s CPU limit per notebook; a correct notebook never comes close."""
     subs, out = tmp_path / "subs", tmp_path / "out"
-    write(subs, "slow", unit02(extra_before=["import time\ntime.sleep(2.5)"] * 4))
+    write(subs, "slow", unit02(extra_before=[SPIN.format(s=3)] * 4))
     write(subs, "fine", unit02())
     s = grade(subs, out, seed=3, jobs=2, progress=False,
-              limits=Limits(cell_timeout=10, exercise_timeout=10, notebook_timeout=6))
+              limits=Limits(cell_timeout=10, exercise_timeout=10, notebook_timeout=8))
     by = {r["student"]: r for r in s.results}
     assert by["fine"]["total"] == 11
     slow = by["slow"]["exercises"]
     assert {e["status"] for e in slow.values()} == {"timeout"}
-    assert all("6 s limit" in e["message"] or "in time" in e["message"] for e in slow.values())
+    assert all("8 s of CPU time" in e["message"] for e in slow.values()), [e["message"] for e in slow.values()]
+    results = json.loads((out / "results" / "slow.json").read_text())
+    nb = next(iter(results["notebooks"].values())) if isinstance(results.get("notebooks"), dict) else None
+    if nb is not None:  # both clocks are recorded
+        assert nb["cpu_seconds"] > 8 and nb["seconds"] >= 0
+
+
+def _busy(n: int) -> list:
+    """n processes that spin until killed: every core of the machine busy with work that is not grading."""
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+
+
+@pytest.mark.slow
+def test_grades_are_the_same_on_an_idle_and_a_busy_machine(tmp_path):
+    """A small class graded twice with one seed: once as is, once with two spinning processes per core."""
+    subs = tmp_path / "subs"
+    small_class(subs, n=3)  # correct, partial (a known mistake and a stub), all stubs
+    write(subs, "dave_broken", unit02({"02.stable_softmax": softmax_cell("return (x")}))
+    write(subs, "erin_sleeper", unit02({"02.stable_softmax": softmax_cell("import time\ntime.sleep(10**6)")}))
+    write(subs, "fred_spinner", unit02({"02.stable_softmax": softmax_cell("while True:\n    pass")},
+                                       extra_before=[SPIN.format(s=0.5)]))
+    limits = Limits(cell_timeout=5, exercise_timeout=1.5, notebook_timeout=60, wall_factor=10)
+    idle = grade(subs, tmp_path / "idle", seed=11, jobs=2, limits=limits, progress=False)
+    hogs = _busy(2 * (os.cpu_count() or 2))
+    try:
+        busy = grade(subs, tmp_path / "busy", seed=11, jobs=2, limits=limits, progress=False)
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait()
+    assert (tmp_path / "idle" / "grades.csv").read_bytes() == (tmp_path / "busy" / "grades.csv").read_bytes()
+    by = {r["student"]: r for r in busy.results}
+    assert by["alice"]["total"] == 11 and 0 < by["bob"]["total"] < 11 and by["carol"]["total"] == 0
+    sm = "02.stable_softmax"
+    assert by["erin_sleeper"]["exercises"][sm]["status"] == "timeout"
+    assert "wall-clock" in by["erin_sleeper"]["exercises"][sm]["message"]
+    assert by["fred_spinner"]["exercises"][sm]["status"] == "timeout"
+    assert "CPU time" in by["fred_spinner"]["exercises"][sm]["message"]
+    assert by["dave_broken"]["exercises"][sm]["status"] == "error"
 
 
 def test_same_seed_same_cases_different_seed_different_cases(tmp_path):

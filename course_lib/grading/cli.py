@@ -39,11 +39,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--all-cells", action="store_true",
                    help="run every cell, not only the cells up to the last exercise cell")
     g = p.add_argument_group("limits")
-    g.add_argument("--cell-timeout", type=float, default=d.cell_timeout, help=f"seconds per cell ({d.cell_timeout:g})")
+    g.add_argument("--cell-timeout", type=float, default=d.cell_timeout,
+                   help=f"CPU seconds per cell ({d.cell_timeout:g}); time limits count CPU time, so a busy "
+                        f"machine grades like an idle one")
     g.add_argument("--exercise-timeout", type=float, default=d.exercise_timeout,
-                   help=f"seconds for all hidden calls of one exercise ({d.exercise_timeout:g})")
+                   help=f"CPU seconds for all hidden calls of one exercise ({d.exercise_timeout:g})")
     g.add_argument("--notebook-timeout", type=float, default=d.notebook_timeout,
-                   help=f"seconds per notebook, restarts included ({d.notebook_timeout:g})")
+                   help=f"CPU seconds per notebook, restarts included ({d.notebook_timeout:g})")
+    g.add_argument("--wall-factor", type=float, default=d.wall_factor,
+                   help=f"wall-clock backstop for code that sleeps or blocks, as a multiple of each CPU limit "
+                        f"({d.wall_factor:g})")
     g.add_argument("--memory-mb", type=int, default=d.memory_mb, help=f"address space per worker ({d.memory_mb})")
     g.add_argument("--max-procs", type=int, default=d.max_procs,
                    help=f"processes and threads per worker, when it runs as its own user ({d.max_procs})")
@@ -83,8 +88,9 @@ def run(args) -> int:
     units = [u.strip() for u in args.units.split(",") if u.strip()] if args.units else None
     limits = Limits(cell_timeout=args.cell_timeout, exercise_timeout=args.exercise_timeout,
                     notebook_timeout=args.notebook_timeout, memory_mb=args.memory_mb, max_procs=args.max_procs,
-                    max_value_mb=args.max_value_mb)
-    for name in ("cell_timeout", "exercise_timeout", "notebook_timeout", "memory_mb", "max_procs", "max_value_mb"):
+                    max_value_mb=args.max_value_mb, wall_factor=args.wall_factor)
+    for name in ("cell_timeout", "exercise_timeout", "notebook_timeout", "memory_mb", "max_procs", "max_value_mb",
+                 "wall_factor"):
         if getattr(limits, name) <= 0:
             return _fail(f"--{name.replace('_', '-')} must be positive")
     if args.jobs < 1:

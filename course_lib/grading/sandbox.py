@@ -44,9 +44,13 @@ BOOT = ("import sys; sys.path.insert(0, {root!r}); "
 class Limits:
     """Every limit of a grading run (seconds, MB, counts); the CLI exposes each one."""
 
+    # Time limits are CPU seconds used by the learner's code (all its threads), so that a busy grading
+    # machine gives the same verdicts as an idle one. Code that sleeps or blocks uses no CPU: a wall-clock
+    # backstop of ``wall_factor`` times each limit ends it.
     cell_timeout: float = 120.0       # one notebook cell
     exercise_timeout: float = 60.0    # all calls of one exercise (a slow solution is graded up to it)
     notebook_timeout: float = 900.0   # everything for one notebook, restarts included
+    wall_factor: float = 10.0         # wall-clock backstop = wall_factor x the CPU limit
     startup_timeout: float = 120.0    # starting a worker (imports torch)
     memory_mb: int = 4096             # address space of the worker process
     max_procs: int = 64               # processes and threads of one worker (when it runs as its own user)

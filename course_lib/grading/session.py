@@ -36,10 +36,10 @@ from typing import Any, Optional
 
 from ..exercises.core import ERROR, FAILED, MISSING, NOT_ATTEMPTED, PARTIAL, TIMEOUT, Exercise, Outcome, Report
 from . import wire
-from .sandbox import Limits, Sandbox, describe_exit
+from .sandbox import Limits, Sandbox
+from .workers import ForkedWorker, ForkServer, ProcessWorker, WorkerGone, _Channel
 from .submissions import NotebookFile
 
-PROTOCOL_HEADER_MAX = wire.MAX_HEADER_BYTES
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -129,284 +129,6 @@ def _copy_exercise(ex: Exercise) -> Exercise:
 
 
 # ---------------------------------------------------------------------------------------------------
-# A worker process seen from the grader
-# ---------------------------------------------------------------------------------------------------
-
-
-class WorkerGone(Exception):
-    """The worker died, broke the protocol, or ran out of time; ``reason`` says which, in words."""
-
-    def __init__(self, reason: str, timeout: bool = False):
-        super().__init__(reason)
-        self.reason = reason
-        self.timeout = timeout
-
-
-class _Channel:
-    """Messages to and from one worker, every wait bounded; subclasses say how it started and ends."""
-
-    def __init__(self, limits: Limits, bubblewrap: bool):
-        self.limits, self.bubblewrap = limits, bubblewrap
-        self.messages: queue.Queue = queue.Queue()
-        self.confinement: dict = {}
-        self._closed = False
-        self._status: Optional[str] = None
-
-    def _start_reader(self, stream) -> None:
-        def loop():
-            max_bytes = (self.limits.max_value_mb << 20) + (1 << 20)
-            try:
-                while True:
-                    self.messages.put(wire.read_message(stream, max_bytes, PROTOCOL_HEADER_MAX))
-            except EOFError:
-                self.messages.put(("eof", None))
-            except wire.WireError as e:
-                self.messages.put(("bad", f"the worker sent malformed data ({e})"))
-            except (OSError, ValueError) as e:
-                self.messages.put(("eof", str(e)))
-
-        threading.Thread(target=loop, daemon=True).start()
-
-    def _write(self, data: bytes) -> None:
-        raise NotImplementedError
-
-    def send(self, header: dict, blobs: list = (), deadline: Optional[float] = None) -> None:
-        data = wire.message_bytes(header, list(blobs))
-        timer = None
-        if deadline is not None:  # a worker that stops reading is killed, which ends the write
-            timer = threading.Timer(max(0.0, deadline - time.monotonic()), self.kill)
-            timer.daemon = True
-            timer.start()
-        try:
-            self._write(data)
-        except (OSError, ValueError):
-            raise WorkerGone(self.death_reason()) from None
-        finally:
-            if timer is not None:
-                timer.cancel()
-
-    def receive(self, deadline: float, what: str) -> tuple:
-        try:
-            item = self.messages.get(timeout=max(0.0, deadline - time.monotonic()))
-        except queue.Empty:
-            self.kill()
-            raise WorkerGone(f"{what} did not finish in time", timeout=True) from None
-        header, blobs = item
-        if header == "eof":
-            raise WorkerGone(self.death_reason())
-        if header == "bad":
-            self.kill()
-            raise WorkerGone(blobs)
-        return header, blobs
-
-    def diagnostics(self) -> str:
-        return ""
-
-    def death_reason(self) -> str:
-        raise NotImplementedError
-
-    def kill(self) -> None:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        if not self._closed:
-            try:
-                self._write(wire.message_bytes({"op": "bye"}))
-            except Exception:  # noqa: BLE001
-                pass
-            self.kill()
-
-
-class ProcessWorker(_Channel):
-    """A worker in a process of its own (stdin/stdout carry the protocol)."""
-
-    def __init__(self, sandbox: Sandbox, slot: int, limits: Limits):
-        super().__init__(limits, sandbox.kind == "bubblewrap")
-        self.sandbox, self.slot = sandbox, slot
-        self.proc, self.scratch = sandbox.start(slot, limits)
-        self.stderr = _Drain(self.proc.stderr, limits.max_output_kb << 10)
-        self._start_reader(self.proc.stdout)
-
-    def _write(self, data: bytes) -> None:
-        self.proc.stdin.write(data)
-        self.proc.stdin.flush()
-
-    def diagnostics(self) -> str:
-        return self.stderr.tail()
-
-    def death_reason(self) -> str:
-        if self._status is None:
-            try:
-                rc = self.proc.wait(timeout=5)
-            except Exception:  # noqa: BLE001
-                self.kill()
-                rc = self.proc.returncode
-            self._status = describe_exit(rc, self.bubblewrap)
-        return self._status
-
-    def kill(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self.sandbox.cleanup(self.proc, self.slot, self.scratch)
-
-    def close(self) -> None:
-        if not self._closed:
-            try:
-                self._write(wire.message_bytes({"op": "bye"}))
-                self.proc.wait(timeout=2)
-            except Exception:  # noqa: BLE001
-                pass
-            self.kill()
-
-
-class _Drain:
-    """Reads a stream to its end, keeping only the last ``keep`` bytes."""
-
-    def __init__(self, stream, keep: int):
-        self.data, self.total, self.keep = b"", 0, keep
-        self.lock = threading.Lock()
-
-        def loop():
-            try:
-                while True:
-                    chunk = stream.read1(65536)
-                    if not chunk:
-                        return
-                    with self.lock:
-                        self.total += len(chunk)
-                        self.data = (self.data + chunk)[-self.keep:]
-            except (OSError, ValueError):
-                return
-
-        threading.Thread(target=loop, daemon=True).start()
-
-    def tail(self, lines: int = 3) -> str:
-        with self.lock:
-            text = self.data.decode("utf-8", "replace")
-        return " | ".join(text.strip().splitlines()[-lines:])
-
-
-class ForkServer:
-    """The fork server of one slot (see :func:`.worker.zygote_main`), seen from the grader."""
-
-    def __init__(self, sandbox: Sandbox, slot: int, limits: Limits):
-        self.sandbox, self.slot, self.limits = sandbox, slot, limits
-        self.ctl, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        try:
-            self.proc = sandbox.start_server(slot, limits, theirs.fileno())
-        finally:
-            theirs.close()
-        self.stderr = _Drain(self.proc.stderr, limits.max_output_kb << 10)
-        self.lock = threading.Lock()
-        try:
-            reply = self._recv(limits.startup_timeout)
-        except WorkerGone as e:
-            self.stop()
-            tail = self.stderr.tail()
-            raise WorkerGone(f"the worker could not start ({e.reason})" + (f": {tail}" if tail else "")) from None
-        if reply.get("op") != "ready":
-            self.stop()
-            raise WorkerGone("the worker could not start")
-
-    @property
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def _recv(self, timeout: float) -> dict:
-        self.ctl.settimeout(timeout)
-        try:
-            data = self.ctl.recv(1 << 16)
-        except (socket.timeout, OSError):
-            raise WorkerGone("the fork server did not answer", timeout=True) from None
-        if not data:
-            raise WorkerGone("the fork server ended")
-        return json.loads(data)
-
-    def request(self, msg: dict, fds: tuple = (), timeout: float = 30.0) -> dict:
-        with self.lock:
-            try:
-                if fds:
-                    socket.send_fds(self.ctl, [json.dumps(msg).encode()], list(fds))
-                else:
-                    self.ctl.send(json.dumps(msg).encode())
-                return self._recv(timeout)
-            except (OSError, ValueError):
-                raise WorkerGone("the fork server ended") from None
-
-    def spawn(self, cfg: dict) -> tuple:
-        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            reply = self.request({"op": "spawn", "cfg": cfg}, (theirs.fileno(),))
-        finally:
-            theirs.close()
-        if reply.get("op") != "spawned":
-            mine.close()
-            raise WorkerGone("the fork server could not start a worker")
-        return reply["pid"], mine
-
-    def reap(self, kill: bool, grace: float = 1.0) -> dict:
-        return self.request({"op": "reap", "kill": kill, "grace": grace}, timeout=60.0)
-
-    def stop(self) -> None:
-        try:
-            self.ctl.close()
-        except OSError:
-            pass
-        self.sandbox.cleanup(self.proc, self.slot, None)
-
-
-class ForkedWorker(_Channel):
-    """A worker forked by the slot's :class:`ForkServer`; a socket carries the protocol."""
-
-    def __init__(self, server: ForkServer, sandbox: Sandbox, slot: int, limits: Limits):
-        super().__init__(limits, sandbox.kind == "bubblewrap")
-        self.server = server
-        scratch = None if sandbox.kind == "bubblewrap" else sandbox.tmp_root / f"w{slot}"
-        self.pid, self.sock = server.spawn(sandbox.child_config(slot, limits, scratch))
-        self._start_reader(self.sock.makefile("rb"))
-
-    def _write(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def diagnostics(self) -> str:
-        return self.server.stderr.tail()
-
-    def _end(self, kill: bool) -> None:
-        if self._status is None:
-            try:
-                st = self.server.reap(kill=kill)
-                rc = -st["signal"] if "signal" in st else st.get("exit")
-                self._status = describe_exit(rc, bubblewrap=False)
-                if st.get("killed_by_grader") and not kill:
-                    self._status = "the worker process stopped answering"
-            except WorkerGone as e:
-                self.server.stop()
-                self._status = f"the worker process ended ({e.reason})"
-            try:
-                self.sock.close()
-            except OSError:
-                pass
-
-    def death_reason(self) -> str:
-        self._end(kill=False)
-        return self._status
-
-    def kill(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._end(kill=True)
-
-    def close(self) -> None:
-        if not self._closed:
-            try:
-                self._write(wire.message_bytes({"op": "bye"}))
-            except Exception:  # noqa: BLE001
-                pass
-            self._closed = True
-            self._end(kill=False)
-
-
-# ---------------------------------------------------------------------------------------------------
 # Static facts about exercise cells
 # ---------------------------------------------------------------------------------------------------
 
@@ -455,6 +177,39 @@ def still_a_stub(source: str, name: str, kind: str) -> bool:
             continue
         return False
     return found
+
+
+def bound_names(source: str) -> set:
+    """Names a cell binds at its top level (assignments, defs, classes, imports, loop and with targets)."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return set()
+    names: set = set()
+
+    def targets(node) -> None:
+        for n in ast.walk(node):
+            if isinstance(n, ast.Name):
+                names.add(n.id)
+
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, ast.Assign):
+            for t in node.targets:
+                targets(t)
+        elif isinstance(node, (ast.AnnAssign, ast.AugAssign, ast.For, ast.AsyncFor)):
+            targets(node.target)
+        elif isinstance(node, (ast.With, ast.AsyncWith)):
+            for item in node.items:
+                if item.optional_vars is not None:
+                    targets(item.optional_vars)
+    return names
+
+
+_NAME_ERROR = re.compile(r"NameError: name '([A-Za-z_]\w*)' is not defined")
 
 
 _DEF_RE = re.compile(r"^(?:async\s+def|def|class)\s+([A-Za-z_]\w*)", re.MULTILINE)
@@ -541,8 +296,11 @@ class NotebookGrader:
         self.output_chars = 0
         self.confinement: dict = {}
         self.notes: list = list(nb.notes)
-        self.deadline = time.monotonic() + self.limits.notebook_timeout
+        # wall clock is only a backstop; the limits themselves are CPU time (see Limits)
+        self.deadline = time.monotonic() + self._wall(self.limits.notebook_timeout)
         self.started_workers = 0
+        self.cpu_done = 0.0     # CPU seconds of workers that have ended
+        self.cpu_current = 0.0  # CPU seconds of the running worker, as it last reported
 
     # -- which cells, which exercises --------------------------------------------------------------
 
@@ -591,13 +349,48 @@ class NotebookGrader:
     # -- the worker's life ---------------------------------------------------------------------------
 
     def _remaining(self, limit: float) -> float:
-        return min(time.monotonic() + limit, self.deadline)
+        """The wall-clock deadline for a step whose CPU limit is ``limit`` (never past the notebook's)."""
+        return min(time.monotonic() + self._wall(limit), self.deadline)
+
+    def _wall(self, cpu_limit: float) -> float:
+        return self.limits.wall_factor * cpu_limit
+
+    @property
+    def cpu_used(self) -> float:
+        return self.cpu_done + self.cpu_current
+
+    def _account(self, header: dict, check: bool = True) -> None:
+        """Add the CPU time a worker reports; past the notebook's limit the notebook stops here."""
+        total = header.get("cpu_total")
+        if isinstance(total, (int, float)) and total >= 0:
+            self.cpu_current = float(total)
+        if check and self.cpu_used > self.limits.notebook_timeout:
+            raise WorkerGone(self._notebook_cpu_note(), timeout=True)
+
+    def _cpu_budget(self, limit: float) -> float:
+        """CPU seconds a step may use: its own limit, or what is left of the notebook's if that is less."""
+        return max(0.01, min(limit, self.limits.notebook_timeout - self.cpu_used))
+
+    def _notebook_cpu_note(self) -> str:
+        return f"the notebook used more than its {self.limits.notebook_timeout:g} s of CPU time"
+
+    def _wall_note(self, cpu_limit: float, what: str) -> str:
+        return (f"{what} did not finish within {self._wall(cpu_limit):g} s of wall-clock time: it waits or "
+                f"sleeps instead of computing (the backstop is {self.limits.wall_factor:g} x the "
+                f"{cpu_limit:g} s CPU limit)")
+
+    def _worker_ended(self) -> None:
+        self.cpu_done += self.cpu_current
+        self.cpu_current = 0.0
 
     def _start(self, exercise_specs: list) -> None:
         if self.restarts > self.limits.max_restarts:
             raise WorkerGone(f"the worker had to be restarted more than {self.limits.max_restarts} times")
         if time.monotonic() >= self.deadline:
-            raise WorkerGone(f"the notebook used up its {self.limits.notebook_timeout:g} s limit", timeout=True)
+            raise WorkerGone(self._wall_note(self.limits.notebook_timeout, "the notebook"), timeout=True)
+        if self.cpu_used > self.limits.notebook_timeout:
+            raise WorkerGone(f"the notebook used more than its {self.limits.notebook_timeout:g} s of CPU time",
+                             timeout=True)
         self.started_workers += 1
         deadline = self._remaining(self.limits.startup_timeout)
         w = self.worker = self.ctx.new_worker(self.slot)
@@ -606,7 +399,8 @@ class NotebookGrader:
             if header.get("op") != "ready":
                 raise WorkerGone("the worker did not start properly")
             self.confinement = header.get("confinement", {})
-            w.send({"op": "setup", "exercises": exercise_specs, "mpl_cache": self.ctx.sandbox.mpl_cache}, [],
+            w.send({"op": "setup", "exercises": exercise_specs, "mpl_cache": self.ctx.sandbox.mpl_cache,
+                    "cpu": {"cell": self.limits.cell_timeout, "exercise": self.limits.exercise_timeout}}, [],
                    deadline)
             header, _ = w.receive(deadline, "setting up the worker")
             if header.get("op") != "setup_done":
@@ -628,8 +422,9 @@ class NotebookGrader:
                 for cell in cells:
                     if cell.index in self.fatal:
                         continue
+                    budget = self._cpu_budget(self.limits.cell_timeout)
                     msg = {"op": "cell", "index": cell.index, "source": cell.source,
-                           "exercises": exercise_at.get(cell.index, [])}
+                           "exercises": exercise_at.get(cell.index, []), "cpu_limit": budget}
                     deadline = self._remaining(self.limits.cell_timeout)
                     try:
                         self.worker.send(msg, [], deadline)
@@ -637,12 +432,21 @@ class NotebookGrader:
                     except WorkerGone as e:
                         if e.timeout and time.monotonic() >= self.deadline:
                             raise
-                        limit = f" within the {self.limits.cell_timeout:g} s limit per cell" if e.timeout else ""
                         self.fatal[cell.index] = {"timeout": e.timeout,
-                                                  "reason": (f"cell {cell.index} did not finish{limit}" if e.timeout
+                                                  "reason": (self._wall_note(self.limits.cell_timeout,
+                                                                             f"cell {cell.index}") if e.timeout
                                                              else f"cell {cell.index}: {e.reason}")}
                         raise _Restart() from None
                     self._record_cell(cell, header)
+                    if header.get("fatal") == "cpu" and budget < self.limits.cell_timeout:
+                        self._account(header, check=False)
+                        raise WorkerGone(self._notebook_cpu_note(), timeout=True)
+                    if header.get("fatal") == "cpu":
+                        self.fatal[cell.index] = {"timeout": True, "reason": (
+                            f"cell {cell.index} used more than the {self.limits.cell_timeout:g} s of CPU time "
+                            f"allowed per cell")}
+                        raise _Restart()
+                    self._account(header)
                     if header.get("fatal") == "memory":
                         self.fatal[cell.index] = {"timeout": False, "reason": f"cell {cell.index} ran out of memory "
                                                                                 f"({_clean(header.get('error'))})"}
@@ -650,6 +454,7 @@ class NotebookGrader:
                 return
             except _Restart:
                 self.restarts += 1
+                self._worker_ended()
                 if self.worker is not None:
                     self.worker.kill()
                     self.worker = None
@@ -663,6 +468,7 @@ class NotebookGrader:
         if cell.index not in self.cell_results:
             self.cell_results[cell.index] = {
                 "ok": bool(header.get("ok")), "seconds": header.get("seconds"),
+                "cpu_seconds": header.get("cpu_seconds"),
                 "error": _clean(header.get("error")), "traceback": _clean(header.get("traceback")),
             }
 
@@ -673,12 +479,14 @@ class NotebookGrader:
         w = self.worker
         ex = plan.exercise
         deadline = self._remaining(self.limits.exercise_timeout)
+        budget = self._cpu_budget(self.limits.exercise_timeout)
         outcomes: list = []
         note = ""
         try:
-            w.send({"op": "eval", "exercise": ex.id, "calls": plan.payload,
+            w.send({"op": "eval", "exercise": ex.id, "calls": plan.payload, "cpu_limit": budget,
                     "max_value_bytes": self.limits.max_value_mb << 20}, plan.blobs, deadline)
         except WorkerGone:
+            self._worker_ended()
             self.worker = None  # it died before this exercise began: not this exercise's doing
             w.kill()
             raise _Restart() from None
@@ -689,15 +497,29 @@ class NotebookGrader:
                     break
                 if header.get("op") != "outcome" or header.get("i") != len(outcomes):
                     raise WorkerGone("the worker broke the protocol")
-                outcomes.append(self._outcome(header, blobs))
+                outcome = self._outcome(header, blobs)
+                outcomes.append(outcome)
+                if outcome.kind == "timeout":  # the exercise's CPU time is used up: the rest are not run
+                    note = outcome.error
+                    if budget < self.limits.exercise_timeout:
+                        note = (f"ran out of time: {self._notebook_cpu_note()} ({len(outcomes) - 1} of "
+                                f"{len(plan.calls)} calls finished)")
+                        outcome = outcomes[-1] = Outcome("timeout", error=note)
+                    outcomes += [Outcome("timeout", error=note)] * (len(plan.calls) - len(outcomes))
+                self._account(header)
         except WorkerGone as e:
+            self._worker_ended()
             self.worker = None
             w.kill()
             n_done = len(outcomes)
             if e.timeout:
-                limit = (f"the notebook's {self.limits.notebook_timeout:g} s limit" if time.monotonic() >= self.deadline
-                         else f"the {self.limits.exercise_timeout:g} s limit for this exercise")
-                note = f"ran out of time: {n_done} of {len(plan.calls)} calls finished within {limit}"
+                if self.cpu_used > self.limits.notebook_timeout:
+                    note = f"ran out of time: {e.reason}"
+                elif time.monotonic() >= self.deadline:
+                    note = "ran out of time: " + self._wall_note(self.limits.notebook_timeout, "the notebook")
+                else:
+                    note = "ran out of time: " + self._wall_note(self.limits.exercise_timeout, "this exercise")
+                note += f" ({min(n_done, len(plan.calls))} of {len(plan.calls)} calls finished)"
                 outcomes += [Outcome("timeout", error=note)] * (len(plan.calls) - n_done)
             else:
                 note = f"your code ended the worker process: {e.reason}"
@@ -715,12 +537,31 @@ class NotebookGrader:
             except wire.WireError as e:
                 return Outcome("error", error=f"your output could not be read: {e}")
             return Outcome("value", value=value, inputs=inputs)
-        if kind in ("error", "not_implemented", "forbidden"):
+        if kind in ("error", "not_implemented", "forbidden", "timeout"):
             return Outcome(kind, error=_clean(header.get("error")), traceback=_clean(header.get("traceback")))
         return Outcome("error", error="the worker sent an unknown outcome")
 
+    def _skipped_cell_hint(self, error: str) -> Optional[str]:
+        """One line when ``error`` is a NameError for a name that only a skipped cell (``train``, ``slow``,
+        ...) defines, naming that cell; else None."""
+        m = _NAME_ERROR.search(error or "")
+        if not m:
+            return None
+        name = m.group(1)
+        run = [c for c in self.nb.code_cells if not c.skipped and name in bound_names(c.source)]
+        skipped = [c for c in self.nb.code_cells if c.skipped and name in bound_names(c.source)]
+        if run or not skipped:
+            return None
+        cell = skipped[0]
+        return (f"`{name}` is defined only in cell {cell.index}, tagged `{', '.join(cell.skip_tags)}`, which the "
+                f"grader does not run; define what your code needs in the exercise cell or another untagged cell")
+
     def _judge(self, plan: Plan, outcomes: list, note: str) -> dict:
         ex = plan.judging_exercise()
+        for o in outcomes:
+            hint = self._skipped_cell_hint(o.error) if o.kind == "error" else None
+            if hint:
+                return _report(ex, ERROR, hint, traceback=o.traceback or "")
         other = _unfinished_dependency(outcomes, ex.id)
         if other:
             return _report(ex, ERROR, f"`{ex.function}` calls the unfinished exercise {other} (its stub still raises "
@@ -785,6 +626,8 @@ class NotebookGrader:
         return self._notebook_result(ordered, cells, time.monotonic() - start)
 
     def _grade_one(self, ex: Exercise, cell_index: int) -> dict:
+        if self.cpu_used >= self.limits.notebook_timeout:
+            raise WorkerGone(self._notebook_cpu_note(), timeout=True)
         if cell_index in self.fatal:
             f = self.fatal[cell_index]
             return _report(ex, TIMEOUT if f["timeout"] else ERROR,
@@ -793,6 +636,9 @@ class NotebookGrader:
         cell = self.cell_results.get(cell_index, {})
         if not info.get("defined"):
             if not cell.get("ok", True):
+                hint = self._skipped_cell_hint(cell.get("error", ""))
+                if hint:
+                    return _report(ex, ERROR, hint, traceback=cell.get("traceback", ""))
                 return _report(ex, ERROR, f"your exercise cell {cell_index} raised {cell.get('error')}, so "
                                           f"`{ex.function}` was never defined", traceback=cell.get("traceback", ""))
             names = [n for n in defined_names(self.nb.cell(cell_index).source) if n != ex.function]
@@ -814,7 +660,8 @@ class NotebookGrader:
         return {
             "file": self.nb.filename, "sha256": self.nb.sha256, "status": "graded",
             "isolation": self.ctx.sandbox.describe(self.confinement) if self.started_workers else "nothing was run",
-            "seconds": round(seconds, 2), "workers_started": self.started_workers, "restarts": self.restarts,
+            "seconds": round(seconds, 2), "cpu_seconds": round(self.cpu_used, 2),
+            "workers_started": self.started_workers, "restarts": self.restarts,
             "cells": {"run": len(self.cell_results), "planned": len(cells), "errors": errors, "fatal": fatal,
                       "skipped_by_tag": [c.index for c in self.nb.code_cells if c.skipped],
                       "output_chars": self.output_chars},

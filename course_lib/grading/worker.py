@@ -56,6 +56,59 @@ class ForbiddenCall(BaseException):
     the learner's code does not swallow it, and the watch remembers the hit anyway)."""
 
 
+class CpuLimitExceeded(BaseException):
+    """Raised in the learner's code (from the SIGXCPU handler) when it used up its CPU-time budget."""
+
+
+def cpu_seconds() -> float:
+    """CPU time (user + system, every thread) this process has used so far."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+class CpuBudget:
+    """A CPU-time budget for one cell or one exercise, enforced by the kernel (``RLIMIT_CPU``).
+
+    The soft limit is set to the CPU time used so far plus the budget; past it the kernel sends SIGXCPU
+    (again every second), and the handler raises :class:`CpuLimitExceeded` inside the learner's code.
+    CPU time does not grow while the machine is busy with other work, so the verdict is the same on an
+    idle and a loaded machine. Code that sleeps or blocks uses no CPU: the grader's wall-clock backstop
+    ends it.
+    """
+
+    def __init__(self, seconds: float):
+        self.seconds = float(seconds)
+        self.start = 0.0
+
+    def __enter__(self):
+        self.start = cpu_seconds()
+        _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+        soft = int(self.start + self.seconds) + 1  # whole seconds, rounded up
+        if hard != resource.RLIM_INFINITY:
+            soft = min(soft, hard)
+        signal.signal(signal.SIGXCPU, _on_sigxcpu)  # learner cells may have replaced the handler
+        resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
+        return self
+
+    def __exit__(self, *exc):
+        # A SIGXCPU still pending must not raise later, in the middle of a message to the grader.
+        signal.signal(signal.SIGXCPU, signal.SIG_IGN)
+        _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+        resource.setrlimit(resource.RLIMIT_CPU, (hard, hard))
+        return False
+
+    @property
+    def used(self) -> float:
+        return cpu_seconds() - self.start
+
+    def exceeded(self) -> bool:
+        return self.used > self.seconds
+
+
+def _on_sigxcpu(signum, frame):
+    raise CpuLimitExceeded()
+
+
 class SignatureMismatch(Exception):
     pass
 
@@ -392,6 +445,10 @@ class Worker:
         self._perf = time.perf_counter
         self.pristine = Pristine([builtins, json, torch.Tensor])
         self._make_shell()
+        cpu = msg.get("cpu") or {}
+        self.cpu_cell = float(cpu.get("cell", 120.0))
+        self.cpu_exercise = float(cpu.get("exercise", 60.0))
+        self.cpu_base = cpu_seconds()  # starting Python and importing torch are not the learner's
         self.send({"op": "setup_done"})
         # Learner cells that import course_lib.grading get a fresh copy; this one stays out of reach.
         for name in [m for m in sys.modules if m == "course_lib.grading" or m.startswith("course_lib.grading.")]:
@@ -435,16 +492,26 @@ class Worker:
         before = sys.stdout.chars + sys.stderr.chars if isinstance(sys.stdout, Sink) else 0
         reply = {"op": "cell_done", "index": index, "ok": True}
         start = time.perf_counter()
+        limit = float(msg.get("cpu_limit", self.cpu_cell))  # less when the notebook's budget is nearly used
+        budget = CpuBudget(limit)
         try:
-            code = compile(self.transform(source), name, "exec")
-            exec(code, self.ns)  # noqa: S102 - this is the learner's notebook, inside the sandbox
+            with budget:
+                code = compile(self.transform(source), name, "exec")
+                exec(code, self.ns)  # noqa: S102 - this is the learner's notebook, inside the sandbox
+        except CpuLimitExceeded:
+            reply.update(ok=False, fatal="cpu", error=f"used more than {limit:g} s of CPU time")
         except BaseException as e:  # noqa: BLE001 - sys.exit(), KeyboardInterrupt: reported, not obeyed
-            reply.update(ok=False, error=error_text(e), traceback=learner_traceback(e))
-            if _is_memory_error(e):
-                reply["fatal"] = "memory"
+            if budget.exceeded():  # the learner's code caught the limit's exception and went on
+                reply.update(ok=False, fatal="cpu", error=f"used more than {limit:g} s of CPU time")
+            else:
+                reply.update(ok=False, error=error_text(e), traceback=learner_traceback(e))
+                if _is_memory_error(e):
+                    reply["fatal"] = "memory"
         finally:
             self._after_cell()
         reply["seconds"] = round(time.perf_counter() - start, 4)
+        reply["cpu_seconds"] = round(budget.used, 4)
+        reply["cpu_total"] = round(cpu_seconds() - self.cpu_base, 4)
         if isinstance(sys.stdout, Sink) and isinstance(sys.stderr, Sink):
             reply["output_chars"] = sys.stdout.chars + sys.stderr.chars - before
         defined = {}
@@ -474,51 +541,74 @@ class Worker:
         max_bytes = int(msg.get("max_value_bytes", 64 << 20))
         # Learner cells may have patched builtins, json or torch.Tensor: evaluation runs on the originals.
         self.pristine.restore()
+        spent = 0.0  # CPU seconds used by this exercise's calls so far
+        limit = float(msg.get("cpu_limit", self.cpu_exercise))
         for i, call in enumerate(msg["calls"]):
             start = self._perf()
             watch.tripped = None
             out = {"op": "outcome", "i": i}
             out_blobs: list = []
+            budget = CpuBudget(max(0.0, limit - spent))
             try:
-                args = wire.decode(call["args"], blobs, wire.Budget(PROTOCOL_MAX_BYTES))
-                kwargs = wire.decode(call["kwargs"], blobs, wire.Budget(PROTOCOL_MAX_BYTES))
-                self._inputs = None
-                value = self._invoke(obj, spec, args, kwargs, watch)
-                if watch.tripped is not None:
-                    raise ForbiddenCall(watch.tripped)
-                self.pristine.restore()  # undo whatever the call itself patched, before encoding
-                out_blobs = []
-                out.update(kind="value", value=wire.encode(value, out_blobs, wire.Budget(max_bytes)))
-                # The inputs as the call left them, by value: the grader checks that they are unchanged.
-                try:
-                    out["inputs"] = wire.encode(self._inputs, out_blobs, wire.Budget(max_bytes))
-                except wire.WireError as e:
-                    out["inputs"] = {"$opaque": f"inputs that cannot be sent back ({str(e)[:80]})"}
-            except ForbiddenCall as e:
-                out.update(kind="forbidden", error=watch.tripped or str(e))
-            except NotImplementedError as e:
-                out.update(kind="not_implemented", error=error_text(e))
-            except SignatureMismatch as e:
-                out.update(kind="error", error=f"SignatureError: {e}", traceback="")
-            except wire.WireError as e:
-                out.update(kind="error", error=f"your output cannot be graded: {e}", traceback="")
-            except BaseException as e:  # noqa: BLE001 - SystemExit, KeyboardInterrupt from learner code too
-                if watch.tripped is not None:
-                    out.update(kind="forbidden", error=watch.tripped)
-                else:
-                    err = error_text(e)
-                    if isinstance(e, SystemExit):
-                        err = f"your code called sys.exit() / exit() ({err}); return a value instead"
-                    elif _is_memory_error(e):
-                        err = f"ran out of memory: {err}"
-                    out.update(kind="error", error=err, traceback=learner_traceback(e))
+                with budget:
+                    self._call_once(obj, spec, call, blobs, watch, out, out_blobs, max_bytes)
+            except CpuLimitExceeded:
+                out.update(kind="timeout", error=self._cpu_note(limit, i, len(msg["calls"])))
+            spent += budget.used
+            if out.get("kind") != "timeout" and spent > limit:  # caught the limit and went on
+                out.update(kind="timeout", error=self._cpu_note(limit, i, len(msg["calls"])))
             out["seconds"] = round(self._perf() - start, 4)
+            out["cpu_seconds"] = round(budget.used, 4)
+            out["cpu_total"] = round(cpu_seconds() - self.cpu_base, 4)
             if out["kind"] != "value":
-                out_blobs = []
+                out_blobs.clear()
             self.send(out, out_blobs)
-            if out["kind"] in ("forbidden", "not_implemented"):
+            if out["kind"] in ("forbidden", "not_implemented", "timeout"):
                 break
         self.send({"op": "eval_done", "exercise": ex_id})
+
+    def _cpu_note(self, limit: float, i: int, n: int) -> str:
+        return (f"ran out of time: used more than the {limit:g} s of CPU time for this exercise "
+                f"({i} of {n} calls finished)")
+
+    def _call_once(self, obj, spec, call, blobs, watch, out: dict, out_blobs: list, max_bytes: int) -> None:
+        """One call of the learner's function; fills ``out`` (and ``out_blobs``) with its outcome."""
+        wire = self.wire
+        try:
+            args = wire.decode(call["args"], blobs, wire.Budget(PROTOCOL_MAX_BYTES))
+            kwargs = wire.decode(call["kwargs"], blobs, wire.Budget(PROTOCOL_MAX_BYTES))
+            self._inputs = None
+            value = self._invoke(obj, spec, args, kwargs, watch)
+            if watch.tripped is not None:
+                raise ForbiddenCall(watch.tripped)
+            self.pristine.restore()  # undo whatever the call itself patched, before encoding
+            out_blobs.clear()
+            out.update(kind="value", value=wire.encode(value, out_blobs, wire.Budget(max_bytes)))
+            # The inputs as the call left them, by value: the grader checks that they are unchanged.
+            try:
+                out["inputs"] = wire.encode(self._inputs, out_blobs, wire.Budget(max_bytes))
+            except wire.WireError as e:
+                out["inputs"] = {"$opaque": f"inputs that cannot be sent back ({str(e)[:80]})"}
+        except ForbiddenCall as e:
+            out.update(kind="forbidden", error=watch.tripped or str(e))
+        except NotImplementedError as e:
+            out.update(kind="not_implemented", error=error_text(e))
+        except SignatureMismatch as e:
+            out.update(kind="error", error=f"SignatureError: {e}", traceback="")
+        except wire.WireError as e:
+            out.update(kind="error", error=f"your output cannot be graded: {e}", traceback="")
+        except CpuLimitExceeded:
+            raise
+        except BaseException as e:  # noqa: BLE001 - SystemExit, KeyboardInterrupt from learner code too
+            if watch.tripped is not None:
+                out.update(kind="forbidden", error=watch.tripped)
+            else:
+                err = error_text(e)
+                if isinstance(e, SystemExit):
+                    err = f"your code called sys.exit() / exit() ({err}); return a value instead"
+                elif _is_memory_error(e):
+                    err = f"ran out of memory: {err}"
+                out.update(kind="error", error=err, traceback=learner_traceback(e))
 
     def _check_signature(self, fn, args, kwargs, what: str) -> None:
         try:

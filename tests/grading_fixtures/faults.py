@@ -78,7 +78,11 @@ def build_class(subs: Path, out: Path, sandboxed: bool) -> None:
         "os_exit_fn": unit02(S("import os\nos._exit(0)")),
         "sys_exit_fn": unit02(S("import sys\nsys.exit(0)")),
         "input_fn": unit02(S("n = input()\n" + CORRECT_BODY)),
-        "slow_correct": unit02(S("import time\ntime.sleep(0.45)\n" + CORRECT_BODY)),
+        # Slow by construction in CPU time (what the limits count), whatever the machine's load.
+        "slow_correct": unit02(S("import time\nt0 = time.process_time()\nwhile time.process_time() - t0 < 0.3:\n"
+                                 "    pass\n" + CORRECT_BODY)),
+        # Sleeps use no CPU: only the wall-clock backstop ends them.
+        "sleep_forever_fn": unit02(S("import time\ntime.sleep(10**6)")),
         "syntax_error": unit02(S("return (x")),
         "raises_deep": unit02(S("return helper(x)", pre="def helper(t):\n    return t.nonexistent_method()")),
         # --- structure -----------------------------------------------------------------------------
