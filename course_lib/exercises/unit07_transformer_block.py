@@ -187,6 +187,20 @@ def mlp_biases_forgotten(x, W_up, b_up, W_down, b_down):
     return BL.gelu(x @ W_up) @ W_down
 
 
+def mlp_einsum_erf(x, W_up, b_up, W_down, b_down):
+    """Alternative: einsum and GELU written with erf."""
+    h = torch.einsum("...d,dm->...m", x, W_up) + b_up
+    h = 0.5 * h * (1.0 + torch.erf(h / 2.0 ** 0.5))
+    return torch.einsum("...m,md->...d", h, W_down) + b_down
+
+
+def mlp_flatten_addmm(x, W_up, b_up, W_down, b_down):
+    """Alternative: flatten the leading axes, addmm, F.gelu, reshape back."""
+    flat = x.reshape(-1, x.shape[-1])
+    h = torch.nn.functional.gelu(torch.addmm(b_up, flat, W_up))
+    return torch.addmm(b_down, h, W_down).reshape(x.shape)
+
+
 def _mlp_case(gen, lead, D, d_mlp, group, note):
     x = _randn(gen, *lead, D)
     W_up = _randn(gen, D, d_mlp, scale=D ** -0.5)
@@ -223,6 +237,8 @@ MLP = Exercise(
     id="07.mlp", notebook=NOTEBOOK, function="mlp", points=2,
     title="The MLP: up-projection, GELU, down-projection", minutes=8,
     reference=mlp, make_cases=_mlp_cases, atol=1e-5, rtol=1e-4,
+    alternatives=[Alternative("einsum and erf", mlp_einsum_erf),
+                  Alternative("flattened addmm and F.gelu", mlp_flatten_addmm)],
     properties=[Property("position-wise",
                          "reversing the order of the positions should reverse the output rows: the MLP treats "
                          "every position on its own", _position_wise, _permute_positions)],
@@ -321,6 +337,37 @@ def block_stream_normalised(x, ln1, attn_weights, ln2, mlp_weights, n_heads, mas
     return x + mlp(x, *mlp_weights)
 
 
+def block_named_steps(x, ln1, attn_weights, ln2, mlp_weights, n_heads, mask=None):
+    """Alternative: every step named, own LayerNorm and MLP written inline."""
+    def ln(v, w, b):
+        mu = v.mean(dim=-1, keepdim=True)
+        return (v - mu) / torch.sqrt(((v - mu) ** 2).mean(dim=-1, keepdim=True) + 1e-5) * w + b
+
+    W_up, b_up, W_down, b_down = mlp_weights
+    attended = self_attention(ln(x, *ln1), *attn_weights, n_heads, mask=mask)
+    stream = x + attended
+    hidden = torch.nn.functional.gelu(ln(stream, *ln2) @ W_up + b_up)
+    return stream + (hidden @ W_down + b_down)
+
+
+def block_heads_loop(x, ln1, attn_weights, ln2, mlp_weights, n_heads, mask=None):
+    """Alternative: attention with a loop over the heads and masked_fill."""
+    W_Q, W_K, W_V, W_O = attn_weights
+    h = BL.layer_norm(x, *ln1)
+    D = x.shape[-1]
+    d_head = D // n_heads
+    outs = []
+    for i in range(n_heads):
+        cols = slice(i * d_head, (i + 1) * d_head)
+        q, k, v = h @ W_Q[:, cols], h @ W_K[:, cols], h @ W_V[:, cols]
+        scores = q @ k.transpose(-2, -1) / d_head ** 0.5
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        outs.append(torch.softmax(scores, dim=-1) @ v)
+    x = x + torch.cat(outs, dim=-1) @ W_O
+    return x + mlp(BL.layer_norm(x, *ln2), *mlp_weights)
+
+
 def _block_case(gen, B, T, D, n_heads, d_mlp, causal, group, note):
     def ln():
         return (1.0 + _randn(gen, D, scale=0.3), _randn(gen, D, scale=0.2))
@@ -350,6 +397,8 @@ TRANSFORMER_BLOCK = Exercise(
     id="07.transformer_block", notebook=NOTEBOOK, function="transformer_block", points=3,
     title="The pre-norm transformer block", minutes=12,
     reference=transformer_block, make_cases=_block_cases, atol=1e-4, rtol=1e-4,
+    alternatives=[Alternative("every step named, LayerNorm and MLP inline", block_named_steps),
+                  Alternative("a loop over the heads with masked_fill", block_heads_loop)],
     forbidden=[Forbidden("a ready-made block (nn.TransformerEncoderLayer, course_lib's EncoderBlock)",
                          ("torch.nn.TransformerEncoderLayer", "course_lib.blocks.EncoderBlock"),
                          "write the two residual lines yourself")],
@@ -410,10 +459,37 @@ def count_unembedding_tied(n_layers, d_model, n_heads, d_head, d_mlp, vocab_size
     return c
 
 
+def count_loop_over_layers(n_layers, d_model, n_heads, d_head, d_mlp, vocab_size):
+    """Alternative: add up layer by layer."""
+    out = {k: 0 for k in P.CATEGORIES}
+    out["embedding"] = vocab_size * d_model
+    out["unembedding"] = d_model * vocab_size
+    for _ in range(n_layers):
+        for k in ("query", "key", "value", "output"):
+            out[k] += d_model * (n_heads * d_head)
+        out["up_projection"] += d_model * d_mlp
+        out["down_projection"] += d_mlp * d_model
+    out["total"] = sum(out.values())
+    return out
+
+
+def count_dict_literal(n_layers, d_model, n_heads, d_head, d_mlp, vocab_size):
+    """Alternative: one literal, the total spelled out."""
+    attn, mlp_ = n_layers * n_heads * d_head * d_model, n_layers * d_mlp * d_model
+    total = 2 * vocab_size * d_model + 4 * attn + 2 * mlp_
+    return dict(embedding=vocab_size * d_model, key=attn, query=attn, value=attn, output=attn,
+                up_projection=mlp_, down_projection=mlp_, unembedding=vocab_size * d_model, total=total)
+
+
 def _count_cases(gen, hidden):
     cases = [Case((96, 12288, 96, 128, 4 * 12288, 50257), {}, "GPT-3", "GPT-3 175B")]
+    xl = next(row for row in P.GPT3_TABLE if row.name == "GPT-3 XL")  # printed with n_heads * d_head != d_model
+    cases.append(Case((xl.n_layers, xl.d_model, xl.n_heads, xl.d_head, 4 * xl.d_model, P.GPT3_VOCAB_SIZE), {},
+                      "GPT-3", "GPT-3 XL as printed (24 heads of 128 but d_model 2048)"))
     if hidden:
         for row in P.GPT3_TABLE[:-1]:
+            if row is xl:
+                continue
             cases.append(Case((row.n_layers, row.d_model, row.n_heads, row.d_head, 4 * row.d_model,
                                P.GPT3_VOCAB_SIZE), {}, "GPT-3", row.name))
     cases.append(Case((2, 12, 2, 4, 20, 50), {}, "general",
@@ -438,6 +514,8 @@ COUNT_BY_CATEGORY = Exercise(
     id="07.count_by_category", notebook=NOTEBOOK, function="count_by_category", points=2,
     title="Counting GPT-3's parameters by category", minutes=10,
     reference=P.count_by_category, make_cases=_count_cases, atol=0.0, rtol=0.0,
+    alternatives=[Alternative("a loop over the layers", count_loop_over_layers),
+                  Alternative("one dict literal", count_dict_literal)],
     properties=[Property("total is the sum of the eight categories",
                          "out['total'] should equal the sum of the eight category counts", _total_is_sum)],
     mistakes=[
