@@ -7,7 +7,8 @@ Modules, in the order a submission meets them:
 * :mod:`.runner` plans the run (seed, cache, parallel jobs) and writes the outputs;
 * :mod:`.session` grades one notebook: it drives a worker through the learner's cells and the hidden
   calls, and judges the answers with the exercise's single definition in ``course_lib.exercises``;
-* :mod:`.sandbox` starts workers (bubblewrap or limits only) and :mod:`.worker` is what runs inside;
+* :mod:`.workers` starts worker processes (through :mod:`.sandbox`: bubblewrap or limits only) and talks
+  to them with every wait bounded; :mod:`.worker` is what runs inside;
 * :mod:`.wire` carries inputs and outputs by value (JSON plus raw bytes; never pickle);
 * :mod:`.report` writes ``grades.csv``, ``results/``, ``feedback/`` and ``summary.png``;
 * :mod:`.cli` is the command line.

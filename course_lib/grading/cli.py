@@ -21,13 +21,17 @@ from .sandbox import Limits
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     d = Limits()
-    p.add_argument("submissions", nargs="?", metavar="SUBMISSIONS",
-                   help="folder with one sub-folder per student (not needed with --list-exercises)")
+    p.add_argument("submissions", nargs="*", metavar="SUBMISSIONS",
+                   help="folder with one sub-folder per student (not needed with --list-exercises); "
+                        "or `merge OUT_1 ... OUT_N` to join the outputs of sharded runs into --out")
     p.add_argument("--out", default="grading-out", help="output folder (default: grading-out)")
     p.add_argument("--list-exercises", action="store_true", help="print every exercise id, notebook and points")
     p.add_argument("--seed", type=int, default=None,
                    help="seed of the hidden cases, to reproduce a run (default: the seed stored in OUT by an "
                         "earlier run, else a fresh secret one)")
+    p.add_argument("--shard", default=None, metavar="I/N",
+                   help="grade only shard I of N (1-based; a stable hash of each learner's folder name); "
+                        "needs --seed. Join the shards with `course grade merge`")
     p.add_argument("--new-seed", action="store_true", help="draw a fresh secret seed even if OUT has one "
                                                            "(re-grades everything)")
     p.add_argument("--jobs", "-j", type=int, default=os.cpu_count() or 1,
@@ -80,11 +84,40 @@ def _fail(msg: str) -> int:
     return 2
 
 
+def _merge(folders: list, out: str, quiet: bool) -> int:
+    from .merge import merge
+    from .runner import UsageError
+
+    try:
+        m = merge(folders, out)
+    except UsageError as e:
+        return _fail(f"merge: {e}")
+    print(f"course grade merge: {m.shards} shards, {m.students} students -> {m.out}/grades.csv")
+    return 0
+
+
 def run(args) -> int:
     if args.list_exercises:
         return list_exercises()
     if not args.submissions:
         return _fail("give the SUBMISSIONS folder (or --list-exercises)")
+    if args.submissions[0] == "merge":
+        return _merge(args.submissions[1:], args.out, args.quiet)
+    if len(args.submissions) > 1:
+        return _fail(f"give one SUBMISSIONS folder, not {len(args.submissions)} "
+                     f"(to join shards: course grade merge OUT_1 ... OUT_N --out OUT)")
+    args.submissions = args.submissions[0]
+    shard = None
+    if args.shard is not None:
+        try:
+            i, n = (int(x) for x in args.shard.split("/"))
+        except ValueError:
+            return _fail(f"--shard {args.shard}: expected I/N, e.g. --shard 2/8")
+        if n < 1 or not 1 <= i <= n:
+            return _fail(f"--shard {args.shard}: the shard index must be between 1 and {max(n, 1)}")
+        if args.seed is None:
+            return _fail("--shard needs --seed S: every shard must draw the same hidden cases")
+        shard = (i, n)
     units = [u.strip() for u in args.units.split(",") if u.strip()] if args.units else None
     limits = Limits(cell_timeout=args.cell_timeout, exercise_timeout=args.exercise_timeout,
                     notebook_timeout=args.notebook_timeout, memory_mb=args.memory_mb, max_procs=args.max_procs,
@@ -109,7 +142,7 @@ def run(args) -> int:
     try:
         summary = grade(Path(args.submissions), Path(args.out), seed=args.seed, new_seed=args.new_seed,
                         jobs=args.jobs, limits=limits, sandbox=mode, units=units, regrade=tuple(args.regrade),
-                        progress=not args.quiet, run_all_cells=args.all_cells)
+                        progress=not args.quiet, run_all_cells=args.all_cells, shard=shard)
     except UsageError as e:
         return _fail(str(e))
     if not args.quiet:

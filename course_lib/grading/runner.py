@@ -70,7 +70,11 @@ class RunSummary:
 def _source_digest(paths) -> str:
     h = hashlib.sha256()
     for p in sorted(set(paths)):
-        h.update(str(p).encode())
+        try:  # the same checkout elsewhere (another node of a cluster) gives the same digest
+            name = Path(p).resolve().relative_to(PROJECT_ROOT).as_posix()
+        except ValueError:
+            name = Path(p).name
+        h.update(name.encode())
         h.update(Path(p).read_bytes())
     return h.hexdigest()
 
@@ -79,6 +83,23 @@ def grader_fingerprint() -> str:
     """A hash of the grader's own code and the exercise framework."""
     pkg = PROJECT_ROOT / "course_lib"
     return _source_digest(list((pkg / "grading").glob("*.py")) + [pkg / "exercises" / "core.py"])[:16]
+
+
+def shard_of(name: str, n: int) -> int:
+    """The shard (1..n) of a learner: a stable hash of their folder name, independent of the other
+    folders, of their order and of the machine."""
+    digest = hashlib.sha256(b"course-shard:" + name.encode("utf-8", "surrogateescape")).digest()
+    return int.from_bytes(digest[:8], "big") % n + 1
+
+
+def definitions_digest(exercises: list) -> str:
+    """A hash of the exercise modules that define ``exercises`` (a merge refuses shards that differ)."""
+    files = set()
+    for ex in exercises:
+        module = sys.modules.get(ex.make_cases.__module__)
+        if module is not None and getattr(module, "__file__", None):
+            files.add(module.__file__)
+    return _source_digest(sorted(files))[:16]
 
 
 def notebook_key(seed: int, fingerprint: str, plans: list, limits: Limits, sandbox_kind: str,
@@ -211,8 +232,19 @@ class Progress:
 
 def grade(submissions, out, *, seed: Optional[int] = None, new_seed: bool = False, jobs: Optional[int] = None,
           limits: Optional[Limits] = None, sandbox: str = "auto", units: Optional[list] = None,
-          regrade: tuple = (), progress: bool = True, run_all_cells: bool = False, stream=None) -> RunSummary:
-    """Grade every submission in ``submissions`` into ``out`` (see the module docstring)."""
+          regrade: tuple = (), progress: bool = True, run_all_cells: bool = False, stream=None,
+          shard: Optional[tuple] = None) -> RunSummary:
+    """Grade every submission in ``submissions`` into ``out`` (see the module docstring).
+
+    ``shard=(i, n)`` grades only the learners of shard ``i`` of ``n`` (:func:`shard_of`); it needs ``seed``
+    so that every shard draws the same hidden cases. ``course grade merge`` joins the shards' outputs.
+    """
+    if shard is not None:
+        i, n = shard
+        if not (isinstance(n, int) and isinstance(i, int) and n >= 1 and 1 <= i <= n):
+            raise UsageError(f"--shard {i}/{n}: the shard index must be between 1 and {n}")
+        if seed is None:
+            raise UsageError("--shard needs --seed S: every shard must draw the same hidden cases")
     t0 = time.monotonic()
     stream = stream or sys.stdout
     limits = limits or Limits()
@@ -230,20 +262,23 @@ def grade(submissions, out, *, seed: Optional[int] = None, new_seed: bool = Fals
     os.chmod(tmp_root, 0o711)
     try:
         return _grade(submissions, out, seed, new_seed, jobs, limits, sandbox, units, set(regrade), progress,
-                      run_all_cells, stream, tmp_root, t0)
+                      run_all_cells, stream, tmp_root, t0, shard)
     finally:
         shutil.rmtree(tmp_root, ignore_errors=True)
         lock.close()
 
 
 def _grade(submissions, out, seed, new_seed, jobs, limits, sandbox_mode, units, regrade, progress, run_all_cells,
-           stream, tmp_root, t0) -> RunSummary:
+           stream, tmp_root, t0, shard=None) -> RunSummary:
     import torch
 
     seed = _settle_seed(out, seed, new_seed)
     exercises = all_exercises()
     stems = {ex.notebook for ex in exercises}
     students, warnings = find_students(submissions, stems)
+    everyone = [st.name for st in students]
+    if shard is not None:
+        students = [st for st in students if shard_of(st.name, shard[1]) == shard[0]]
     if units:
         wanted = {str(u).zfill(2) for u in units}
         columns_nb = sorted(s for s in stems if s[:2] in wanted)
@@ -357,6 +392,11 @@ def _grade(submissions, out, seed, new_seed, jobs, limits, sandbox_mode, units, 
         bar.close()
 
     ordered = [results[st.name] for st in students]
+    R.atomic_write(out / STATE_DIR / "run.json", json.dumps({
+        "version": RESULTS_VERSION, "seed_sha256": hashlib.sha256(str(seed).encode()).hexdigest(),
+        "grader": fingerprint, "definitions": definitions_digest(col_exercises), "shard": list(shard or (1, 1)),
+        "notebooks": columns_nb, "students": [st.name for st in students], "everyone": everyone,
+    }, indent=1, ensure_ascii=False) + "\n")
     R.atomic_write(out / "grades.csv", R.grades_csv(ordered, exercise_ids))
     if ordered and exercise_ids:
         try:

@@ -5,14 +5,19 @@ The flow for one submitted notebook (:func:`grade_notebook`):
 1. Exercises with no exercise cell are ``missing``; exercise cells whose function body is still the
    stub (``raise NotImplementedError``) are ``not_attempted`` without running anything. When nothing
    is left, no worker starts at all.
-2. A worker starts in the sandbox and runs every code cell up to the last exercise cell, except cells
-   tagged slow/network/nbval-skip. Learner cells that raise are recorded and the run goes on (unlike
+2. A worker (:mod:`.workers`) starts in the sandbox and runs every code cell up to the last exercise
+   cell, except cells tagged slow/network/nbval-skip and ``train`` (demo training no exercise needs; a
+   function that uses a name only such a cell defines is told so, with the cell's number). Learner cells that raise are recorded and the run goes on (unlike
    ``nbclient``, one broken cell does not fail the notebook). The function (or class) each exercise
    cell defines is captured right after that cell.
 3. For each exercise, the grader sends its hidden calls (inputs by value); the worker answers each with
    an output by value, an error with the learner's traceback, "not implemented" or "forbidden".
 4. The grader judges the outcomes with the exercise's single definition (reference outputs,
-   tolerances, properties, known mistakes), under its own time limits.
+   tolerances, properties, known mistakes).
+
+Time limits (per cell, per exercise, per notebook) count the CPU time of the learner's code, which a
+busy machine does not change; a wall-clock backstop of ``Limits.wall_factor`` times each limit ends code
+that sleeps or blocks. Results record both clocks.
 
 Faults: a cell that kills the worker (``os._exit``, a segfault, a memory bomb) or exceeds its time
 limit is recorded and skipped; a fresh worker replays the cells before it and carries on. A call that
@@ -28,7 +33,6 @@ import hashlib
 import json
 import queue
 import re
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -717,4 +721,4 @@ def grade_notebook(nb: NotebookFile, exercises: list, ctx: Context) -> dict:
             ctx.slots.put(slot)
 
 
-__all__ = ["Plan", "Context", "grade_notebook", "exercise_seed", "still_a_stub", "ForkServer", "WorkerGone"]
+__all__ = ["Plan", "Context", "grade_notebook", "exercise_seed", "still_a_stub"]

@@ -18,6 +18,10 @@ from typing import Optional
 from ..authoring import SKIP_TAGS, exercise_id_of
 
 MAX_NOTEBOOK_BYTES = 50 * 2**20
+#: Cells the grader does not run: nbval's skip tags (slow, networked) and ``train``, the cells that train a
+#: model for the lesson's demos (no exercise depends on them; skipping them keeps units 08-10 fast).
+TRAIN_TAG = "train"
+GRADER_SKIP_TAGS = (*SKIP_TAGS, TRAIN_TAG)
 _UNIT_RE = re.compile(r"^(\d\d)[_\- ]")
 
 
@@ -30,7 +34,7 @@ class CodeCell:
 
     @property
     def skip_tags(self) -> list:
-        return [t for t in self.tags if t in SKIP_TAGS]
+        return [t for t in self.tags if t in GRADER_SKIP_TAGS]
 
     @property
     def skipped(self) -> bool:
