@@ -153,6 +153,45 @@ def relative_position_bucket(relative_position: torch.Tensor, bidirectional: boo
 check("10.relative_position_bucket", relative_position_bucket)
 """),
     md(r"""
+### Exercise 10.6 — T5's attention: a bias on the scores (2 points, ~10 min)
+
+With the buckets, the bias of a layer is `position_bias = weight[buckets]`, shape `(1, H, T_q, T_k)` (the
+`RelativePositionBias` module does exactly that). Write `t5_attention(q, k, v, position_bias, mask=None)`:
+
+- `q`: `(B, H, T_q, d)`, `k` and `v`: `(B, H, T_k, d)`; `mask`: `None` or bool (True = may attend), broadcastable
+  to `(B, H, T_q, T_k)`, e.g. a causal `(T, T)` or a padding `(B, 1, 1, T)` mask;
+- returns `(B, H, T_q, d)`: $\operatorname{softmax}(q k^\top + \text{position\_bias} + \text{mask})\, v$ with the
+  softmax over the keys; **no** $1/\sqrt{d}$; blocked keys get weight 0.
+
+`F.scaled_dot_product_attention` and `course_lib.t5.biased_attention` are off limits.
+
+<details><summary>Hint 1</summary>
+
+`scores = q @ k.transpose(-2, -1) + position_bias` is `(B, H, T_q, T_k)`: the bias broadcasts over the batch.
+</details>
+
+<details><summary>Hint 2</summary>
+
+`scores.masked_fill(~mask, torch.finfo(scores.dtype).min)`, then `torch.softmax(scores, dim=-1) @ v`. The bias goes
+in BEFORE the softmax: it is a preference among the keys, not an amount added to the weights.
+</details>
+"""),
+    code(r'''
+# EXERCISE: 10.t5_attention
+def t5_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, position_bias: torch.Tensor,
+                 mask: torch.Tensor | None = None) -> torch.Tensor:
+    """softmax(q k^T + position_bias, masked) v, no 1/sqrt(d): (B, H, T_q, d)."""
+    ### BEGIN SOLUTION
+    scores = q @ k.transpose(-2, -1) + position_bias  # (B, H, T_q, T_k), unscaled
+    if mask is not None:
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)  # blocked keys -> weight 0
+    return torch.softmax(scores, dim=-1) @ v  # (B, H, T_q, d)
+    ### END SOLUTION
+'''),
+    code(r"""
+check("10.t5_attention", t5_attention)
+"""),
+    md(r"""
 ### The other changes, in numbers
 
 T5's norm divides by the root mean square only. On a vector with a large common offset the difference shows:
@@ -292,13 +331,13 @@ print("offset each encoder head prefers:", favourite.tolist())
 
 
 HEADER_OLD = "**Time:** about 100 minutes."
-HEADER_NEW = "**Time:** about 125 minutes."
+HEADER_NEW = "**Time:** about 135 minutes."
 COUNT_OLD = "**Exercises:** 4, 11 points."
-COUNT_NEW = "**Exercises:** 5, 14 points."
+COUNT_NEW = "**Exercises:** 6, 16 points."
 OBJECTIVE_ANCHOR = "and compare the three transformer flavours."
 OBJECTIVE = ("and compare the three transformer flavours;\n"
              "- say what T5 changed (relative position buckets, RMS norm, no 1/sqrt(d_k), one shared vocabulary, the\n"
-             "  pad token as start), compute T5's relative position buckets, and compare a T5 translator with the\n"
+             "  pad token as start), compute T5's relative position buckets and its biased attention, and compare a T5 translator with the\n"
              "  2017 one.")
 RECAP_ANCHOR = "- Encoder-only for understanding"
 RECAP = ("- **T5** keeps the plan and changes parts: no positions added but a learned bias per head and bucketed\n"
@@ -315,9 +354,14 @@ def _edit(cell: dict, old: str, new: str) -> bool:
     return False
 
 
+NOT_YET = "some of the parts (how positions enter, the normalisation, the attention scaling)."
+NOT_YET_NEW = NOT_YET + " Section 10 builds those\nchanges and retrains the translator as a T5."
+
+
 def main() -> None:
     nb = json.loads(PATH.read_text())
     head = nb["cells"][0]
+    _edit(head, NOT_YET, NOT_YET_NEW)
     _edit(head, HEADER_OLD, HEADER_NEW)
     _edit(head, COUNT_OLD, COUNT_NEW)
     _edit(head, OBJECTIVE_ANCHOR, OBJECTIVE)

@@ -1,4 +1,4 @@
-"""Tests of the tests for unit 10's T5 exercise (10.relative_position_bucket), beyond tests/test_exercises.py:
+"""Tests of the tests for unit 10's T5 exercises (10.relative_position_bucket, 10.t5_attention), beyond tests/test_exercises.py:
 right answers written differently pass on public and hidden cases, every known mistake is told apart from
 the others, and the public cases catch whatever the hidden ones catch, group by group."""
 
@@ -14,6 +14,8 @@ from course_lib.exercises.core import PASSED, compare
 from course_lib.exercises import unit10_t5 as t5ex
 
 EX = get("10.relative_position_bucket")
+ATT = get("10.t5_attention")
+BOTH = [EX, ATT]
 SEEDS = [0, 1, 2, 3, 12345]
 
 
@@ -33,8 +35,17 @@ def vectorised_float64(relative_position, bidirectional=True, num_buckets=32, ma
 RIGHT = [a.fn for a in EX.alternatives] + [vectorised_float64]
 
 
-def test_the_exercise_has_alternatives_and_enough_mistakes():
-    assert len(EX.alternatives) >= 2 and len(EX.mistakes) >= 3
+@pytest.mark.parametrize("ex", BOTH, ids=lambda e: e.id)
+def test_the_exercise_has_alternatives_and_enough_mistakes(ex):
+    assert len(ex.alternatives) >= 2 and len(ex.mistakes) >= 3
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("alt", ATT.alternatives, ids=lambda a: a.name)
+def test_attention_alternatives_pass(alt, seed):
+    for hidden in (False, True):
+        report = run_local(ATT, alt.fn, seed=seed, hidden=hidden)
+        assert report.status == PASSED, (alt.name, hidden, report.message)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -49,9 +60,10 @@ def _outputs(fn, cases):
     return [fn(*c.args, **c.kwargs) for c in cases]
 
 
-def test_every_mistake_is_told_apart_from_every_other():
-    cases = EX.cases(hidden=False)
-    outs = {m.name: _outputs(m.fn, cases) for m in EX.mistakes}
+@pytest.mark.parametrize("ex", BOTH, ids=lambda e: e.id)
+def test_every_mistake_is_told_apart_from_every_other(ex):
+    cases = ex.cases(hidden=False)
+    outs = {m.name: _outputs(m.fn, cases) for m in ex.mistakes}
     names = list(outs)
     for i, a in enumerate(names):
         for b in names[i + 1:]:
@@ -59,20 +71,21 @@ def test_every_mistake_is_told_apart_from_every_other():
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_public_cases_catch_what_hidden_cases_catch_group_by_group(seed):
-    public, hidden = EX.cases(hidden=False), EX.cases(seed=seed, hidden=True)
-    ref = EX.reference
+@pytest.mark.parametrize("ex", BOTH, ids=lambda e: e.id)
+def test_public_cases_catch_what_hidden_cases_catch_group_by_group(ex, seed):
+    public, hidden = ex.cases(hidden=False), ex.cases(seed=seed, hidden=True)
+    ref = ex.reference
     assert {c.group for c in hidden} == {c.group for c in public}
-    for m in EX.mistakes:
+    for m in ex.mistakes:
         for group in {c.group for c in hidden}:
             fails_hidden = any(compare(ref(*c.args), m.fn(*c.args)) is not None for c in hidden if c.group == group)
             fails_public = any(compare(ref(*c.args), m.fn(*c.args)) is not None for c in public if c.group == group)
             assert fails_public or not fails_hidden, (m.name, group)
 
 
-@pytest.mark.parametrize("mistake", EX.mistakes, ids=lambda m: m.name)
-def test_each_mistake_is_named_by_the_inline_check(mistake):
-    report = run_local(EX, mistake.fn, allow_reference=True)
+@pytest.mark.parametrize("ex, mistake", [(e, m) for e in BOTH for m in e.mistakes], ids=lambda x: getattr(x, "name", ""))
+def test_each_mistake_is_named_by_the_inline_check(ex, mistake):
+    report = run_local(ex, mistake.fn, allow_reference=True)
     assert report.status != PASSED and report.mistake == mistake.name, (report.mistake, report.message)
 
 
@@ -106,3 +119,13 @@ def test_input_is_left_unchanged_by_the_reference():
     before = rel.clone()
     EX.reference(rel, True, 8, 12)
     assert torch.equal(rel, before)
+
+
+def test_ready_made_attention_is_forbidden():
+    import torch.nn.functional as F
+
+    def sdpa(q, k, v, position_bias, mask=None):
+        bias = position_bias if mask is None else position_bias.masked_fill(~mask, float("-inf"))
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=1.0)
+
+    assert run_local(ATT, sdpa).status == "forbidden"

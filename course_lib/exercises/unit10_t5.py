@@ -12,7 +12,7 @@ import math
 import torch
 
 from ..relative_position import relative_position_bucket, relative_positions
-from .core import Alternative, Case, Exercise, KnownMistake
+from .core import Alternative, Case, Exercise, Forbidden, KnownMistake
 from .registry import register
 
 NOTEBOOK = "10_encoder_decoder_t5"
@@ -244,3 +244,134 @@ RELATIVE_POSITION_BUCKET = Exercise(
 )
 
 register(RELATIVE_POSITION_BUCKET)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 10.t5_attention: the bias goes on the scores, before the softmax, and there is no 1/sqrt(d_k)
+# ---------------------------------------------------------------------------------------------------
+
+
+def t5_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, position_bias: torch.Tensor,
+                 mask: torch.Tensor | None = None) -> torch.Tensor:
+    """T5's attention for one layer: ``softmax(q k^T + position_bias + mask) v``.
+
+    q (B, H, T_q, d), k and v (B, H, T_k, d), position_bias (1, H, T_q, T_k), mask bool (True = may attend)
+    broadcastable to (B, H, T_q, T_k) or None -> (B, H, T_q, d). No 1/sqrt(d); blocked keys get weight 0.
+    """
+    scores = q @ k.transpose(-2, -1) + position_bias  # (B, H, T_q, T_k), unscaled
+    if mask is not None:
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    return torch.softmax(scores, dim=-1) @ v
+
+
+def _masked(scores, mask):
+    return scores if mask is None else scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+
+
+def bias_after_softmax(q, k, v, position_bias, mask=None):
+    weights = torch.softmax(_masked(q @ k.transpose(-2, -1), mask), dim=-1) + position_bias
+    return weights @ v
+
+
+def scaled_scores(q, k, v, position_bias, mask=None):
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]) + position_bias
+    return torch.softmax(_masked(scores, mask), dim=-1) @ v
+
+
+def mask_ignored(q, k, v, position_bias, mask=None):
+    return torch.softmax(q @ k.transpose(-2, -1) + position_bias, dim=-1) @ v
+
+
+def bias_transposed(q, k, v, position_bias, mask=None):
+    scores = q @ k.transpose(-2, -1) + position_bias.transpose(-2, -1)
+    return torch.softmax(_masked(scores, mask), dim=-1) @ v
+
+
+def softmax_over_queries(q, k, v, position_bias, mask=None):
+    scores = _masked(q @ k.transpose(-2, -1) + position_bias, mask)
+    return torch.softmax(scores, dim=-2) @ v
+
+
+def no_bias(q, k, v, position_bias, mask=None):
+    return torch.softmax(_masked(q @ k.transpose(-2, -1), mask), dim=-1) @ v
+
+
+def attention_with_einsum(q, k, v, position_bias, mask=None):
+    scores = torch.einsum("bhqd,bhkd->bhqk", q, k) + position_bias
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))  # -inf: fine, every query keeps a key here
+    return torch.einsum("bhqk,bhkd->bhqd", scores.softmax(dim=-1), v)
+
+
+def attention_head_by_head(q, k, v, position_bias, mask=None):
+    B, H = q.shape[:2]
+    full = None if mask is None else mask.expand(B, H, q.shape[2], k.shape[2])
+    out = torch.empty_like(q)
+    for b in range(B):
+        for h in range(H):
+            s = q[b, h] @ k[b, h].T + position_bias[0, h]  # (T_q, T_k)
+            if full is not None:
+                s = s - 1e30 * (~full[b, h]).float()
+            w = torch.exp(s - s.max(dim=-1, keepdim=True).values)
+            out[b, h] = (w / w.sum(dim=-1, keepdim=True)) @ v[b, h]
+    return out
+
+
+def _attention_cases(gen: torch.Generator, hidden: bool) -> list:
+    from .core import randn
+
+    cases = []
+    sizes = [(2, 3, 5, 4)] + ([(3, 4, 9, 8), (1, 2, 16, 6)] if hidden else [])
+    for B, H, T, d in sizes:  # decoder self-attention: square, causal
+        bias = randn(gen, 1, H, T, T)
+        causal = torch.ones(T, T, dtype=torch.bool).tril()
+        cases.append(Case((randn(gen, B, H, T, d), randn(gen, B, H, T, d), randn(gen, B, H, T, d), bias, causal), {},
+                          "decoder (causal mask)", f"B={B}, H={H}, T={T}, d={d}, causal"))
+    for B, H, T, d in sizes:  # encoder self-attention: padding of the keys
+        lengths = torch.randint(1, T + 1, (B,), generator=gen)
+        lengths[0] = max(1, T - 2)
+        keep = (torch.arange(T)[None, :] < lengths[:, None])[:, None, None, :]  # (B, 1, 1, T)
+        cases.append(Case((randn(gen, B, H, T, d), randn(gen, B, H, T, d), randn(gen, B, H, T, d),
+                           randn(gen, 1, H, T, T), keep), {}, "encoder (padding mask)",
+                          f"B={B}, H={H}, T={T}, d={d}, padded rows"))
+    return cases
+
+
+T5_ATTENTION = Exercise(
+    id="10.t5_attention", notebook=NOTEBOOK, function="t5_attention", points=2,
+    title="T5's attention: a bias on the scores", minutes=10,
+    reference=t5_attention, make_cases=_attention_cases,
+    forbidden=[Forbidden("a ready-made attention (F.scaled_dot_product_attention, course_lib.t5.biased_attention)",
+                         ("torch.nn.functional.scaled_dot_product_attention", "course_lib.t5.biased_attention"),
+                         "this exercise asks you to add the bias and the mask to the scores yourself")],
+    mistakes=[
+        KnownMistake("bias added after the softmax",
+                     "You added the position bias to the attention WEIGHTS, after the softmax: the rows no longer "
+                     "sum to 1 and the bias is not a preference among keys. Add it to the scores q k^T, then "
+                     "mask, then softmax.",
+                     bias_after_softmax),
+        KnownMistake("scores divided by sqrt(d)",
+                     "T5 does not divide the scores by sqrt(d_k) (the scale lives in the initialisation of W_Q): "
+                     "use q @ k^T as it is.",
+                     scaled_scores),
+        KnownMistake("mask ignored",
+                     "Blocked keys got weight: apply the mask (True = may attend) to the scores before the "
+                     "softmax, e.g. masked_fill(~mask, torch.finfo(scores.dtype).min).",
+                     mask_ignored),
+        KnownMistake("bias transposed",
+                     "Your bias is transposed: position_bias[0, h, i, j] belongs to query i and key j, the same "
+                     "layout as the scores (..., T_q, T_k). Add it as it is.",
+                     bias_transposed),
+        KnownMistake("softmax over the queries",
+                     "The softmax must run over the keys (the last axis, dim=-1): each query's weights sum to 1.",
+                     softmax_over_queries),
+        KnownMistake("position bias left out",
+                     "The position bias is missing: it is T5's only source of position information. Add it to "
+                     "the scores.",
+                     no_bias),
+    ],
+    alternatives=[Alternative("einsum and -inf", attention_with_einsum),
+                  Alternative("one head at a time, softmax written out", attention_head_by_head)],
+)
+
+register(T5_ATTENTION)
