@@ -23,7 +23,7 @@ from . import report as R
 from .runner import RESULTS_VERSION, STATE_DIR, UsageError, _missing_notebook, _student_result
 from .submissions import safe_name
 
-CHECKED = (("seed_sha256", "seed"), ("grader", "grader version"), ("definitions", "exercise definitions"),
+CHECKED = (("seed_sha256", "seed"), ("grader", "grader version"), ("definitions", "version of the exercise definitions"),
            ("version", "results format"))
 
 
@@ -55,8 +55,8 @@ def plan_merge(folders: list) -> tuple:
     for f, run in runs[1:]:
         for key, what in CHECKED:
             if run.get(key) != first.get(key):
-                raise UsageError(f"{f}: graded with a different {what} than {first_dir}; grade every shard with "
-                                 f"the same course version and --seed")
+                raise UsageError(f"{f}: its {what} is not the same as {first_dir}'s; grade every shard with the "
+                                 f"same course version and --seed")
     n = first["shard"][1]
     seen: dict = {}
     for f, run in runs:
