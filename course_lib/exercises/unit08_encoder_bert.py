@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from .. import softmax as S
-from .core import Case, Exercise, Forbidden, GeneratorSeed, KnownMistake, Property
+from .core import Alternative, Case, Exercise, Forbidden, GeneratorSeed, KnownMistake, Property
 from .registry import register
 from .core import randn as _randn, draw_seed as _seed  # shared case helpers
 
@@ -109,6 +109,90 @@ def mask_labels_zero(input_ids, vocab_size, mask_id, special_ids, generator, mas
     return masked, labels.clamp(min=0)
 
 
+def _corrupt(input_ids, special_ids, u, r, random_ids, mask_id, mask_prob):
+    """The rule applied to given draws (for the draw-order mistakes)."""
+    special = torch.isin(input_ids, torch.as_tensor(list(special_ids), dtype=torch.long))
+    selected = (u < mask_prob) & ~special
+    masked = input_ids.clone()
+    masked[selected & (r < 0.8)] = mask_id
+    use_random = selected & (r >= 0.8) & (r < 0.9)
+    masked[use_random] = random_ids[use_random]
+    return masked, torch.where(selected, input_ids, torch.full_like(input_ids, IGNORE_INDEX))
+
+
+def mask_randint_first(input_ids, vocab_size, mask_id, special_ids, generator, mask_prob=0.15):
+    random_ids = torch.randint(vocab_size, input_ids.shape, generator=generator)
+    u = torch.rand(input_ids.shape, generator=generator)
+    r = torch.rand(input_ids.shape, generator=generator)
+    return _corrupt(input_ids, special_ids, u, r, random_ids, mask_id, mask_prob)
+
+
+def mask_r_before_u(input_ids, vocab_size, mask_id, special_ids, generator, mask_prob=0.15):
+    r = torch.rand(input_ids.shape, generator=generator)
+    u = torch.rand(input_ids.shape, generator=generator)
+    random_ids = torch.randint(vocab_size, input_ids.shape, generator=generator)
+    return _corrupt(input_ids, special_ids, u, r, random_ids, mask_id, mask_prob)
+
+
+def mask_one_rand(input_ids, vocab_size, mask_id, special_ids, generator, mask_prob=0.15):
+    u = torch.rand(input_ids.shape, generator=generator)
+    r = u / mask_prob  # one draw for both decisions (valid in distribution, but not the fixed procedure)
+    random_ids = torch.randint(vocab_size, input_ids.shape, generator=generator)
+    return _corrupt(input_ids, special_ids, u, r, random_ids, mask_id, mask_prob)
+
+
+def mask_draws_at_selected_only(input_ids, vocab_size, mask_id, special_ids, generator, mask_prob=0.15):
+    u = torch.rand(input_ids.shape, generator=generator)
+    special = torch.isin(input_ids, torch.as_tensor(list(special_ids), dtype=torch.long))
+    selected = (u < mask_prob) & ~special
+    n = int(selected.sum())
+    r = torch.ones(input_ids.shape)
+    r[selected] = torch.rand(n, generator=generator)
+    random_ids = torch.zeros_like(input_ids)
+    random_ids[selected] = torch.randint(vocab_size, (n,), generator=generator)
+    return _corrupt(input_ids, special_ids, u, r, random_ids, mask_id, mask_prob)
+
+
+def mask_where_alternative(input_ids, vocab_size, mask_id, special_ids, generator, mask_prob=0.15):
+    """Alternative: torch.where throughout, specials compared one by one."""
+    u = torch.rand(input_ids.shape, generator=generator)
+    r = torch.rand(input_ids.shape, generator=generator)
+    random_ids = torch.randint(vocab_size, input_ids.shape, generator=generator)
+    special = torch.zeros(input_ids.shape, dtype=torch.bool)
+    for sid in special_ids:
+        special |= input_ids == sid
+    selected = (u < mask_prob) & ~special
+    corrupted = torch.where(r < 0.8, torch.full_like(input_ids, mask_id), torch.where(r < 0.9, random_ids, input_ids))
+    masked = torch.where(selected, corrupted, input_ids)
+    labels = input_ids.masked_fill(~selected, IGNORE_INDEX)
+    return masked, labels
+
+
+def mask_loop_alternative(input_ids, vocab_size, mask_id, special_ids, generator, mask_prob=0.15):
+    """Alternative: the three draws, then a plain loop over the positions."""
+    u = torch.rand(input_ids.shape, generator=generator)
+    r = torch.rand(input_ids.shape, generator=generator)
+    random_ids = torch.randint(vocab_size, input_ids.shape, generator=generator)
+    masked, labels = input_ids.clone(), torch.full_like(input_ids, IGNORE_INDEX)
+    B, T = input_ids.shape
+    for b in range(B):
+        for t in range(T):
+            tok = int(input_ids[b, t])
+            if u[b, t] < mask_prob and tok not in special_ids:
+                labels[b, t] = tok
+                if r[b, t] < 0.8:
+                    masked[b, t] = mask_id
+                elif r[b, t] < 0.9:
+                    masked[b, t] = random_ids[b, t]
+    return masked, labels
+
+
+DRAW_RULE = ("So that everybody's random choices are comparable (and gradeable), the task fixes the draws: "
+             "`u = torch.rand(input_ids.shape, generator=generator)`, then `r = torch.rand(...)` of the same "
+             "full (B, T) shape, then `random_ids = torch.randint(vocab_size, input_ids.shape, generator=generator)`, "
+             "always all three, in this order.")
+
+
 def _mask_case(gen, B, T, V, mask_prob, group, note):
     """A padded batch: [CLS]=1 first, [SEP]=2 after the sentence, [PAD]=0 after that; [MASK]=3."""
     ids = torch.randint(4, V, (B, T), generator=gen)
@@ -149,7 +233,9 @@ MASK_TOKENS = Exercise(
                          "use exactly the three draws the task describes (torch.rand, torch.rand, torch.randint)")],
     properties=[Property("special tokens untouched",
                          "[CLS], [SEP] and [PAD] must never be corrupted and must have label -100",
-                         _specials_untouched)],
+                         _specials_untouched,
+                         fires_for=("special tokens masked", "labels on every position",
+                                    "0 instead of -100 for unselected labels"))],
     mistakes=[
         KnownMistake("80/10/10 rule missing",
                      "Every selected position becomes [MASK]. BERT replaces only 80 % of them by [MASK] "
@@ -172,7 +258,22 @@ MASK_TOKENS = Exercise(
         KnownMistake("0 instead of -100 for unselected labels",
                      "Positions that were not selected get label 0 (a real token id, [PAD] here). Use -100, "
                      "the ignore_index that cross-entropy skips.", mask_labels_zero),
+        KnownMistake("randint drawn first",
+                     "Your draws come in another order: `randint` before the two `rand`s. " + DRAW_RULE,
+                     mask_randint_first),
+        KnownMistake("r drawn before u",
+                     "Your draws come in another order: the 80/10/10 draw `r` before the selection draw `u`. "
+                     + DRAW_RULE, mask_r_before_u),
+        KnownMistake("one rand for both decisions",
+                     "You reuse the selection draw `u` to choose between [MASK], random and unchanged. That has "
+                     "the right proportions, but the task asks for a second, separate draw. " + DRAW_RULE,
+                     mask_one_rand),
+        KnownMistake("draws only at the selected positions",
+                     "You draw `r` and the random ids only for the selected positions (shape (N,)). The task "
+                     "draws them for every position. " + DRAW_RULE, mask_draws_at_selected_only),
     ],
+    alternatives=[Alternative("torch.where throughout", mask_where_alternative),
+                  Alternative("a loop over the positions", mask_loop_alternative)],
 )
 
 
