@@ -223,6 +223,14 @@ def _embed_cases(gen, hidden):
     return cases
 
 
+def embed_float64(ids, W_E):
+    return embed(ids, W_E).double()
+
+
+def embed_scaled_by_sqrt_d(ids, W_E):
+    return embed(ids, W_E) * W_E.shape[-1] ** 0.5
+
+
 EMBED = Exercise(
     id="01.embed", notebook=NOTEBOOK, function="embed", points=2,
     title="Embedding lookup", minutes=5,
@@ -248,6 +256,18 @@ EMBED = Exercise(
                      "You scale each row to length 1. An embedding is the row itself, unchanged: W_E[ids] (the "
                      "unit rows belong to the analogy exercise).",
                      embed_rows_normalised),
+        KnownMistake("float64 instead of float32",
+                     "Your output is float64 (double). A lookup copies rows of W_E, so it keeps their dtype."
+                     " "
+                     "The expected result is float32, like the inputs: do not call .double() or build tensors with "
+                     "dtype=torch.float64 / from numpy (numpy's default is float64); if you converted on purpose, "
+                     "convert back with .float().",
+                     embed_float64),
+        KnownMistake("rows multiplied by sqrt(D)",
+                     "Your rows are sqrt(D) times too long. Some models scale the embeddings by sqrt(d_model) "
+                     "(the original Transformer does), but that happens in the model, not in the lookup: "
+                     "embed returns the rows of W_E exactly, W_E[ids].",
+                     embed_scaled_by_sqrt_d),
     ],
 )
 
@@ -333,6 +353,14 @@ def _scaled_inputs(case):
     return [Case((a * 7.0, b * 0.25), {}, case.group, "a scaled by 7, b by 0.25")]
 
 
+def cosine_float64(a, b):
+    return cosine_similarity(a.double(), b.double())
+
+
+def cosine_absolute_value(a, b):
+    return cosine_similarity(a, b).abs()
+
+
 COSINE = Exercise(
     id="01.cosine_similarity", notebook=NOTEBOOK, function="cosine_similarity", points=2,
     title="Cosine similarity", minutes=10,
@@ -388,6 +416,17 @@ COSINE = Exercise(
                      "products of shape (...): the output gets an extra axis. Drop keepdim here (it is only needed "
                      "when you divide the vectors themselves).",
                      cosine_keepdim_lengths),
+        KnownMistake("float64 instead of float32",
+                     "Your output is float64 (double). "
+                     "The expected result is float32, like the inputs: do not call .double() or build tensors with "
+                     "dtype=torch.float64 / from numpy (numpy's default is float64); if you converted on purpose, "
+                     "convert back with .float().",
+                     cosine_float64),
+        KnownMistake("absolute value of the cosine",
+                     "Your similarities are never negative: you took the absolute value (abs, or a square and a "
+                     "square root). A cosine is negative when the vectors point in opposite directions (-1 for "
+                     "exactly opposite); keep its sign: dot / (|a| |b|).",
+                     cosine_absolute_value),
     ],
 )
 

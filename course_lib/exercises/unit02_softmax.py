@@ -132,6 +132,15 @@ def softmax_moved_axis(x, dim=-1):
     return (e / e.sum(dim=-1, keepdim=True)).movedim(-1, dim)
 
 
+def softmax_float64(x, dim=-1):
+    return S.softmax(x.double(), dim=dim)
+
+
+def softmax_divided_by_max(x, dim=-1):
+    e = torch.exp(x - x.amax(dim=dim, keepdim=True))
+    return e / e.amax(dim=dim, keepdim=True)
+
+
 STABLE_SOFTMAX = Exercise(
     id="02.stable_softmax", notebook=NOTEBOOK, function="stable_softmax", points=3,
     title="Numerically stable softmax", minutes=10,
@@ -142,7 +151,7 @@ STABLE_SOFTMAX = Exercise(
     forbidden=[SOFTMAX_BUILTINS],
     properties=[
         Property("rows sum to one", "the probabilities along `dim` should add up to 1", _rows_sum_to_one,
-                 fires_for=("softmax over the wrong axis", "sum over the whole tensor", "max over the whole tensor",
+                 fires_for=("divided by the max instead of the sum", "softmax over the wrong axis", "sum over the whole tensor", "max over the whole tensor",
                               "no max subtraction", "sum without keepdim", "returns the log-softmax",
                               "dim ignored (always the last axis)", "max subtracted in the numerator only")),
         Property("finite", "your output has nan or inf where every probability is finite: an exp overflowed "
@@ -189,6 +198,17 @@ STABLE_SOFTMAX = Exercise(
         KnownMistake("dim ignored (always the last axis)",
                      "You normalise over the last axis whatever `dim` says. Use `dim=dim` in the max and the sum.",
                      softmax_dim_ignored),
+        KnownMistake("float64 instead of float32",
+                     "Your output is float64 (double). "
+                     "The expected result is float32, like the inputs: do not call .double() or build tensors with "
+                     "dtype=torch.float64 / from numpy (numpy's default is float64); if you converted on purpose, "
+                     "convert back with .float().",
+                     softmax_float64),
+        KnownMistake("divided by the max instead of the sum",
+                     "Your largest probability is exactly 1 and the rows add up to more than 1: you divided the "
+                     "exponentials by their maximum. Divide by their SUM along `dim` (keepdim=True), so that "
+                     "the probabilities add up to 1.",
+                     softmax_divided_by_max),
     ],
 )
 
@@ -252,6 +272,19 @@ def temperature_times_inverse(logits, temperature):
     return torch.exp(z - torch.logsumexp(z, dim=-1, keepdim=True))
 
 
+def temperature_float64(logits, temperature):
+    return S.softmax_with_temperature(logits.double(), temperature)
+
+
+def temperature_square_root(logits, temperature):
+    return S.softmax_with_temperature(logits, math.sqrt(temperature))
+
+
+def temperature_log_probs(logits, temperature):
+    z = logits / temperature
+    return z - torch.logsumexp(z, dim=-1, keepdim=True)
+
+
 TEMPERATURE = Exercise(
     id="02.softmax_with_temperature", notebook=NOTEBOOK, function="softmax_with_temperature", points=2,
     title="Softmax with a temperature", minutes=5,
@@ -260,7 +293,7 @@ TEMPERATURE = Exercise(
     reference=S.softmax_with_temperature, make_cases=_temperature_cases, atol=1e-6, rtol=1e-5,
     properties=[
         Property("rows sum to one", "probabilities over the vocabulary should add up to 1", _rows_sum_to_one,
-                 fires_for=("temperature applied to probabilities", "softmax over the wrong axis",
+                 fires_for=("log-probabilities instead of probabilities", "temperature applied to probabilities", "softmax over the wrong axis",
                               "probabilities raised to 1/T, not renormalised", "no max subtraction")),
         Property("finite", "your output has nan or inf: at a low temperature logits / T reach the hundreds and "
                  "exp overflows (exp(89) is inf in float32). Use a stable softmax: subtract each row's maximum of "
@@ -296,6 +329,20 @@ TEMPERATURE = Exercise(
                      "exp overflows (inf / inf = nan). Subtract each row's maximum first, or reuse your stable "
                      "softmax.",
                      temperature_unstable),
+        KnownMistake("float64 instead of float32",
+                     "Your output is float64 (double). "
+                     "The expected result is float32, like the inputs: do not call .double() or build tensors with "
+                     "dtype=torch.float64 / from numpy (numpy's default is float64); if you converted on purpose, "
+                     "convert back with .float().",
+                     temperature_float64),
+        KnownMistake("divided by sqrt(T) instead of T",
+                     "You divide the logits by the square root of the temperature. The temperature divides the "
+                     "logits directly: softmax(logits / T) (the square root belongs to attention's sqrt(d_k)).",
+                     temperature_square_root),
+        KnownMistake("log-probabilities instead of probabilities",
+                     "Your values are negative: you return log-probabilities (log_softmax). The task asks for the "
+                     "probabilities themselves, softmax(logits / T), each between 0 and 1.",
+                     temperature_log_probs),
     ],
 )
 
@@ -408,6 +455,14 @@ def sample_loop(logits, temperature, generator):
     return torch.tensor(ids, dtype=torch.long)
 
 
+def sample_int32_ids(logits, temperature, generator):
+    return sample_next_token(logits, temperature, generator).int()
+
+
+def sample_kept_column(logits, temperature, generator):
+    return sample_next_token(logits, temperature, generator).unsqueeze(-1)
+
+
 SAMPLE = Exercise(
     id="02.sample_next_token", notebook=NOTEBOOK, function="sample_next_token", points=3,
     title="Sampling the next token with a generator", minutes=15,
@@ -454,6 +509,14 @@ SAMPLE = Exercise(
                      "You count the cumulative probabilities that EXCEED u. The token is the number of entries that "
                      "are still <= u (the first index past u): (cdf <= u.unsqueeze(-1)).sum(dim=-1).",
                      sample_counts_past_u),
+        KnownMistake("token ids as int32",
+                     "Your token ids are int32 (.int() or dtype=torch.int). Token ids in PyTorch are int64 "
+                     "(torch.long): indexing an embedding and the loss expect them; use .long().",
+                     sample_int32_ids),
+        KnownMistake("shape (B, 1) instead of (B,)",
+                     "Your output has shape (B, 1): one column too many (it comes from torch.rand(B, 1) or "
+                     "from searchsorted on a (B, 1) tensor). Return one id per row, shape (B,): .squeeze(-1).",
+                     sample_kept_column),
     ],
 )
 
@@ -554,6 +617,19 @@ def ce_loop(logits, targets):
     return total / len(targets)
 
 
+def ce_float64(logits, targets):
+    return S.cross_entropy(logits.double(), targets)
+
+
+def ce_per_example(logits, targets):
+    picked = logits.gather(1, targets.unsqueeze(1)).squeeze(1)  # (N,)
+    return torch.logsumexp(logits, dim=-1) - picked  # (N,): the mean is missing
+
+
+def ce_shape_one(logits, targets):
+    return S.cross_entropy(logits, targets).reshape(1)
+
+
 CROSS_ENTROPY = Exercise(
     id="02.cross_entropy", notebook=NOTEBOOK, function="cross_entropy", points=3,
     title="Cross-entropy loss", minutes=10,
@@ -612,6 +688,20 @@ CROSS_ENTROPY = Exercise(
                      "You take the log-probability of the most likely class; use the target's: "
                      "logp.gather(-1, targets.unsqueeze(-1)) or logp[range(N), targets].",
                      ce_argmax),
+        KnownMistake("float64 instead of float32",
+                     "Your output is float64 (double). "
+                     "The expected result is float32, like the inputs: do not call .double() or build tensors with "
+                     "dtype=torch.float64 / from numpy (numpy's default is float64); if you converted on purpose, "
+                     "convert back with .float().",
+                     ce_float64),
+        KnownMistake("one loss per example, mean missing",
+                     "You return N numbers, one loss per example. The loss is ONE number: the mean over the "
+                     "examples, (...).mean(), a tensor of shape ().",
+                     ce_per_example),
+        KnownMistake("shape (1,) instead of a scalar",
+                     "Your loss has shape (1,) (from keepdim=True or a reshape). The loss is a 0-d tensor, "
+                     "shape (): take the mean without keepdim, or .squeeze() it.",
+                     ce_shape_one),
     ],
 )
 

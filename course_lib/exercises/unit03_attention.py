@@ -93,6 +93,14 @@ def _qk_cases(gen, hidden):
     return cases
 
 
+def scores_float64(q, k):
+    return A.attention_scores(q.double(), k.double())
+
+
+def scores_power_precedence(q, k):
+    return q @ k.transpose(-2, -1) / q.shape[-1] ** 1 / 2  # ** binds first: (d_k ** 1) / 2
+
+
 ATTENTION_SCORES = Exercise(
     id="03.attention_scores", notebook=NOTEBOOK, function="attention_scores", points=3,
     title="Attention scores q k^T / sqrt(d_k)", minutes=10,
@@ -132,6 +140,16 @@ ATTENTION_SCORES = Exercise(
                      "Your output rows sum to one: you took the softmax. This exercise asks for the scaled scores "
                      "themselves; the softmax comes in Exercise 03.2.",
                      scores_softmax_applied),
+        KnownMistake("float64 instead of float32",
+                     "Your output is float64 (double). "
+                     "The expected result is float32, like the inputs: do not call .double() or build tensors with "
+                     "dtype=torch.float64 / from numpy (numpy's default is float64); if you converted on purpose, "
+                     "convert back with .float().",
+                     scores_float64),
+        KnownMistake("d_k ** 1/2 read as (d_k ** 1) / 2",
+                     "Your scores are divided by 2 d_k: in Python `d ** 1/2` means (d ** 1) / 2 because ** binds "
+                     "before /. Write d_k ** 0.5, (d_k ** (1/2)) or math.sqrt(d_k).",
+                     scores_power_precedence),
     ],
 )
 
@@ -232,6 +250,10 @@ def _key_order_irrelevant(case, out, derived) -> bool:
     return bool(torch.allclose(derived[0], out, atol=1e-5, rtol=1e-4))
 
 
+def sdpa_float64(q, k, v):
+    return A.scaled_dot_product_attention(q.double(), k.double(), v.double())
+
+
 SDPA = Exercise(
     id="03.scaled_dot_product_attention", notebook=NOTEBOOK, function="scaled_dot_product_attention", points=4,
     title="Scaled dot-product attention", minutes=15,
@@ -297,6 +319,12 @@ SDPA = Exercise(
                      "You take the weighted sum of the KEYS. The keys only decide the weights; what is passed on "
                      "is the values: weights @ v.",
                      sdpa_keys_as_values),
+        KnownMistake("float64 instead of float32",
+                     "Your output is float64 (double). "
+                     "The expected result is float32, like the inputs: do not call .double() or build tensors with "
+                     "dtype=torch.float64 / from numpy (numpy's default is float64); if you converted on purpose, "
+                     "convert back with .float().",
+                     sdpa_float64),
     ],
 )
 
