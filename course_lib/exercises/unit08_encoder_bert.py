@@ -331,6 +331,22 @@ def mlm_ignored_as_token_zero(logits, labels):
     return -logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).mean()
 
 
+def mlm_logsumexp(logits, labels):
+    """Alternative: log-sum-exp minus the target logit, flattened."""
+    flat, y = logits.reshape(-1, logits.shape[-1]), labels.reshape(-1)
+    keep = y != IGNORE_INDEX
+    flat, y = flat[keep], y[keep]
+    return (torch.logsumexp(flat, dim=-1) - flat.gather(1, y.unsqueeze(1)).squeeze(1)).mean()
+
+
+def mlm_weighted_sum(logits, labels):
+    """Alternative: gather everywhere, weight by the keep mask, divide by its sum."""
+    keep = labels != IGNORE_INDEX
+    logp = torch.log_softmax(logits, dim=-1)
+    nll = -logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return (nll * keep).sum() / keep.sum()
+
+
 def _mlm_case(gen, B, T, V, scale, group, note):
     logits = _randn(gen, B, T, V, scale=scale)
     targets = torch.randint(0, V, (B, T), generator=gen)
@@ -358,6 +374,8 @@ MLM_LOSS = Exercise(
     id="08.mlm_loss", notebook=NOTEBOOK, function="mlm_loss", points=2,
     title="The MLM loss: masked positions only", minutes=8,
     reference=mlm_loss, make_cases=_mlm_cases, atol=1e-4, rtol=1e-5,
+    alternatives=[Alternative("log-sum-exp minus the target logit", mlm_logsumexp),
+                  Alternative("weighted sum over all positions / number kept", mlm_weighted_sum)],
     forbidden=[LOSS_BUILTINS],
     mistakes=[
         KnownMistake("mean over all positions",
@@ -419,6 +437,18 @@ def head_pooler_skipped(hidden, W_pool, b_pool, W_cls, b_cls):
     return hidden[:, 0] @ W_cls + b_cls
 
 
+def head_einsum(hidden, W_pool, b_pool, W_cls, b_cls):
+    """Alternative: einsum on the [CLS] slice."""
+    pooled = torch.tanh(torch.einsum("bd,de->be", hidden[:, 0, :], W_pool) + b_pool)
+    return torch.einsum("bd,dc->bc", pooled, W_cls) + b_cls
+
+
+def head_select_addmm(hidden, W_pool, b_pool, W_cls, b_cls):
+    """Alternative: select(1, 0), addmm and tanh."""
+    cls = hidden.select(1, 0)
+    return torch.addmm(b_cls, torch.tanh(torch.addmm(b_pool, cls, W_pool)), W_cls)
+
+
 def _head_case(gen, B, T, D, C, group, note):
     hidden = _randn(gen, B, T, D)
     W_pool = _randn(gen, D, D, scale=D ** -0.5)
@@ -453,9 +483,11 @@ CLASSIFIER_HEAD = Exercise(
     id="08.classifier_head", notebook=NOTEBOOK, function="classifier_head", points=2,
     title="A classification head on [CLS]", minutes=8,
     reference=classifier_head, make_cases=_head_cases,
+    alternatives=[Alternative("einsum", head_einsum), Alternative("select and addmm", head_select_addmm)],
     properties=[Property("reads only [CLS]",
                          "changing the vectors at positions 1..T-1 should not change the logits: the head reads "
-                         "position 0, the [CLS] token", _same_output, _ignores_other_positions)],
+                         "position 0, the [CLS] token", _same_output, _ignores_other_positions,
+                         fires_for=("[CLS] taken from the last position", "mean pooling instead of [CLS]"))],
     mistakes=[
         KnownMistake("[CLS] taken from the last position",
                      "You read hidden[:, -1], the last position (in a padded batch often [PAD]). BERT puts "
