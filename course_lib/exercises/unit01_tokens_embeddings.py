@@ -109,7 +109,8 @@ def one_hot_scatter(ids, vocab_size):
 
 
 def _one_hot_cases(gen, hidden):
-    cases = [Case((torch.tensor([2, 0, 1, 0]), 5), {}, "basic", "ids [2, 0, 1, 0], vocabulary of 5")]
+    # the last id (V - 1) occurs here: a one-hot that drops or clamps it fails this case
+    cases = [Case((torch.tensor([2, 0, 4, 1, 0]), 5), {}, "basic", "ids [2, 0, 4, 1, 0], vocabulary of 5")]
     n = 3 if hidden else 1
     for _ in range(n):
         V = int(torch.randint(8, 30, (1,), generator=gen))
