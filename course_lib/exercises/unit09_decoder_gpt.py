@@ -18,7 +18,7 @@ from torch import nn
 from .. import generation as G
 from ..attention import causal_mask, scaled_dot_product_attention
 from ..models import GPT, GPTConfig
-from .core import Case, Exercise, Forbidden, GeneratorSeed, KnownMistake, ModuleInputs, Property
+from .core import Alternative, Case, Exercise, Forbidden, GeneratorSeed, KnownMistake, ModuleInputs, Property
 from .registry import register
 from .core import draw_seed as _seed  # shared case helpers
 
@@ -317,7 +317,7 @@ SAMPLE = Exercise(
     reference=sample_next_token, make_cases=_sampling_cases, forbidden=[COURSE_SAMPLERS],
     properties=[Property("samples stay inside the top k",
                          "with top_k=k every sampled token must be one of the k most likely tokens",
-                         _sample_in_support)],
+                         _sample_in_support, fires_for=("top-k keeps k+1 tokens",))],
     mistakes=[
         KnownMistake("temperature multiplied instead of divided",
                      "You multiply the logits by the temperature. Divide them: logits / T, so that a "
@@ -471,6 +471,7 @@ def _generator_cases(gen, hidden):
         ("inside the window", 3, 4, (1.0, None, None), "prompt of 3, 4 new tokens, temperature 1"),
         ("past the window", 5, 9, (1.0, None, None), "prompt of 5, 9 new tokens: more than block_size=8"),
         ("knobs", 4, 6, (0.0, None, None), "temperature 0 (greedy), 6 new tokens"),
+        ("knobs", 3, 7, (1.5, 5, 0.8), "temperature 1.5, top_k=5 and top_p=0.8 together"),
     ]
     if hidden:
         specs += [
@@ -501,7 +502,8 @@ TEXT_GENERATOR = Exercise(
     id="09.TextGenerator", notebook=NOTEBOOK, function="TextGenerator", points=3,
     title="The generation loop", minutes=15, kind="module",
     reference=TextGenerator, make_cases=_generator_cases, forbidden=[COURSE_GENERATE],
-    properties=[Property("the prompt is kept", "the output starts with the prompt, unchanged", _keeps_prompt)],
+    properties=[Property("the prompt is kept", "the output starts with the prompt, unchanged", _keeps_prompt,
+                         fires_for=("prompt dropped from the output",))],
     mistakes=[
         KnownMistake("context cropped to the oldest tokens",
                      "Once the sequence is longer than block_size you keep ids[:, :block_size], the OLDEST "
@@ -629,7 +631,9 @@ ATTEND_WITH_CACHE = Exercise(
     reference=attend_with_cache, make_cases=_cache_cases,
     properties=[Property("same as attention over the whole sequence",
                          "the output must equal causal attention over cache + new tokens (its last T_new rows)",
-                         _matches_full_attention)],
+                         _matches_full_attention,
+                         fires_for=("causal mask without the offset", "new keys not added to the cache",
+                                    "new keys put in front of the cache", "no causal mask among the new tokens"))],
     mistakes=[
         KnownMistake("new keys not added to the cache",
                      "Your new tokens attend only to the cached keys (and the cache you return does not "
@@ -650,5 +654,169 @@ ATTEND_WITH_CACHE = Exercise(
                      cache_prepended),
     ],
 )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Alternatives (correct, written differently) and more known mistakes, per exercise
+# ---------------------------------------------------------------------------------------------------
+
+
+def lm_targets_with_where(tokens, pad_id=None):
+    inputs, targets = tokens.narrow(1, 0, tokens.shape[1] - 1), tokens.narrow(1, 1, tokens.shape[1] - 1)
+    if pad_id is not None:
+        targets = torch.where(targets == pad_id, torch.full_like(targets, -100), targets)  # a new tensor
+    return inputs, targets
+
+
+def lm_targets_row_by_row(tokens, pad_id=None):
+    rows_in, rows_out = [], []
+    for row in tokens:
+        rows_in.append(row[:-1])
+        rows_out.append(torch.tensor([-100 if pad_id is not None and int(t) == pad_id else int(t)
+                                      for t in row[1:]], dtype=torch.long))
+    return torch.stack(rows_in), torch.stack(rows_out)
+
+
+def sample_with_sort_and_where(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+    if temperature == 0:
+        return torch.argmax(logits, dim=-1)
+    x = logits / temperature
+    neg_inf = torch.tensor(float("-inf"))
+    if top_k is not None and top_k < x.shape[-1]:
+        kth = torch.sort(x, dim=-1, descending=True).values[..., top_k - 1:top_k]  # (B, 1)
+        x = torch.where(x >= kth, x, neg_inf)
+    if top_p is not None:
+        sorted_x, order = torch.sort(x, dim=-1, descending=True)
+        probs = torch.softmax(sorted_x, dim=-1)
+        before = torch.cumsum(probs, dim=-1) - probs
+        keep_sorted = before < top_p
+        keep_sorted[..., 0] = True
+        keep = keep_sorted.gather(-1, torch.argsort(order, dim=-1))  # back to vocabulary order
+        x = torch.where(keep, x, neg_inf)
+    probs = torch.softmax(x, dim=-1)
+    flat = probs.reshape(-1, probs.shape[-1])
+    draw = torch.multinomial(flat, 1, generator=generator).reshape(probs.shape[:-1])
+    return draw
+
+
+def sample_with_row_loop_filters(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+    if temperature == 0:
+        return logits.max(dim=-1).indices
+    rows = logits.reshape(-1, logits.shape[-1]) / temperature  # (B, V)
+    filtered = []
+    for row in rows:
+        row = row.clone()
+        if top_k is not None and top_k < row.numel():
+            row[row < row.topk(top_k).values.min()] = float("-inf")
+        if top_p is not None:
+            vals, idx = row.sort(descending=True)
+            p = torch.softmax(vals, dim=0)
+            mass_before = p.cumsum(0) - p
+            drop_idx = idx[1:][mass_before[1:] >= top_p]
+            row[drop_idx] = float("-inf")
+        filtered.append(row)
+    probs = torch.softmax(torch.stack(filtered), dim=-1)
+    out = torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
+    return out.reshape(logits.shape[:-1])
+
+
+def sample_top_k_before_temperature_dropped(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+    """Wrong: with both knobs set, only top-k is applied (an if / elif)."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    x = logits / temperature
+    if top_k is not None:
+        x = top_k_filter(x, top_k)
+    elif top_p is not None:
+        x = top_p_filter(x, top_p)
+    return _draw(x, generator)
+
+
+class GeneratorPreallocated(TextGenerator):
+    """Output buffer allocated once and filled column by column."""
+
+    def forward(self, input_ids, max_new_tokens, temperature=1.0, top_k=None, top_p=None, generator=None):
+        B, T = input_ids.shape
+        bs = self.model.config.block_size
+        out = torch.empty(B, T + max_new_tokens, dtype=torch.long)
+        out[:, :T] = input_ids
+        with torch.no_grad():
+            for t in range(T, T + max_new_tokens):
+                logits = self.model(out[:, max(0, t - bs):t])  # (B, <= bs, V)
+                out[:, t] = sample_next_token(logits[:, -1], temperature, top_k, top_p, generator)
+        return out
+
+
+class GeneratorListOfColumns(TextGenerator):
+    """New tokens collected in a list; the context rebuilt from the prompt and the list each step."""
+
+    @torch.no_grad()
+    def forward(self, input_ids, max_new_tokens, temperature=1.0, top_k=None, top_p=None, generator=None):
+        new = []
+        for _ in range(max_new_tokens):
+            ids = torch.cat([input_ids] + new, dim=1)
+            context = ids[:, max(0, ids.shape[1] - self.model.config.block_size):]
+            last = self.model(context)[:, -1]
+            new.append(sample_with_sort_and_where(last, temperature, top_k, top_p, generator).unsqueeze(1))
+        return torch.cat([input_ids] + new, dim=1)
+
+
+class GeneratorKnobsDropped(_GeneratorMistake):
+    """Wrong: passes only the temperature on (top_k and top_p ignored)."""
+
+    def forward(self, input_ids, max_new_tokens, temperature=1.0, top_k=None, top_p=None, generator=None):
+        return TextGenerator.forward(self, input_ids, max_new_tokens, temperature, None, None, generator)
+
+
+def attend_with_cache_einsum(q_new, k_new, v_new, k_cache, v_cache):
+    T_past, T_new = k_cache.shape[-2], q_new.shape[-2]
+    k_all = torch.cat((k_cache, k_new), dim=2)
+    v_all = torch.cat((v_cache, v_new), dim=2)
+    scores = torch.einsum("bhid,bhjd->bhij", q_new, k_all) / q_new.shape[-1] ** 0.5  # (B, H, T_new, T_all)
+    future = torch.ones(T_new, T_past + T_new, dtype=torch.bool).triu(diagonal=T_past + 1)
+    weights = torch.softmax(scores.masked_fill(future, float("-inf")), dim=-1)
+    return torch.einsum("bhij,bhjd->bhid", weights, v_all), k_all, v_all
+
+
+def attend_with_cache_token_loop(q_new, k_new, v_new, k_cache, v_cache):
+    T_past = k_cache.shape[-2]
+    k_all = torch.cat([k_cache, k_new], dim=-2)
+    v_all = torch.cat([v_cache, v_new], dim=-2)
+    rows = []
+    for i in range(q_new.shape[-2]):
+        n = T_past + i + 1  # keys 0 .. T_past + i
+        rows.append(scaled_dot_product_attention(q_new[..., i:i + 1, :], k_all[..., :n, :], v_all[..., :n, :]))
+    return torch.cat(rows, dim=-2), k_all, v_all
+
+
+def cache_old_cache_returned(q_new, k_new, v_new, k_cache, v_cache):
+    """Wrong: attends correctly but returns the old cache, which never grows."""
+    out, _, _ = attend_with_cache(q_new, k_new, v_new, k_cache, v_cache)
+    return out, k_cache.clone(), v_cache.clone()
+
+
+LM_TARGETS.alternatives = (Alternative("narrow and torch.where", lm_targets_with_where),
+                           Alternative("row by row in Python", lm_targets_row_by_row))
+SAMPLE.alternatives = (Alternative("sort for the k-th value, torch.where, gather back", sample_with_sort_and_where),
+                       Alternative("filters row by row, one batched draw", sample_with_row_loop_filters))
+SAMPLE.mistakes = tuple(SAMPLE.mistakes) + (
+    KnownMistake("top-p ignored when top-k is set",
+                 "With both top_k and top_p given you applied only top-k (an if/elif?). Apply both, in this "
+                 "order: temperature, then top-k, then top-p on what top-k left.",
+                 sample_top_k_before_temperature_dropped),)
+TEXT_GENERATOR.alternatives = (Alternative("a preallocated output filled column by column", GeneratorPreallocated),
+                               Alternative("new tokens in a list, own sampler", GeneratorListOfColumns))
+TEXT_GENERATOR.mistakes = tuple(TEXT_GENERATOR.mistakes) + (
+    KnownMistake("top_k and top_p not passed on",
+                 "Your loop passes only the temperature to the sampler, so top_k and top_p have no effect. "
+                 "Pass them on: sample_next_token(logits, temperature, top_k=top_k, top_p=top_p, generator=generator).",
+                 GeneratorKnobsDropped),)
+ATTEND_WITH_CACHE.alternatives = (Alternative("einsum and a triu mask of the future", attend_with_cache_einsum),
+                                  Alternative("one new token at a time over its visible keys", attend_with_cache_token_loop))
+ATTEND_WITH_CACHE.mistakes = tuple(ATTEND_WITH_CACHE.mistakes) + (
+    KnownMistake("old cache returned",
+                 "Your attention output is right, but the k_all, v_all you return are the old cache: the next step "
+                 "would forget these tokens. Return the concatenated cache, shape (B, H, T_past + T_new, Dh).",
+                 cache_old_cache_returned),)
 
 register(LM_TARGETS, SAMPLE, TEXT_GENERATOR, ATTEND_WITH_CACHE)

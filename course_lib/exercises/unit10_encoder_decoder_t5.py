@@ -16,7 +16,7 @@ from torch import nn
 from .. import blocks
 from ..attention import causal_mask, merge_heads, padding_mask, scaled_dot_product_attention, split_heads
 from ..models import EncoderDecoder, Seq2SeqConfig
-from .core import Case, Exercise, Forbidden, GeneratorSeed, KnownMistake, ModuleInputs, Property  # noqa: F401
+from .core import Alternative, Case, Exercise, Forbidden, GeneratorSeed, KnownMistake, ModuleInputs, Property  # noqa: F401
 from .registry import register
 from .core import draw_seed as _seed  # shared case helpers
 
@@ -232,8 +232,9 @@ def _cross_cases(gen, hidden):
 def _padding_has_no_effect(case, out, derived) -> bool:
     """Changing the memory at padding positions must not change the output."""
     mask = case.kwargs.get("memory_mask")
-    if mask is None:
-        return True
+    x = case.args[0]
+    if mask is None or not isinstance(out, torch.Tensor) or out.shape != x.shape:
+        return True  # a wrong shape is reported as such, not as a padding problem
     return bool(torch.allclose(out, derived[0], atol=1e-5))
 
 
@@ -252,7 +253,8 @@ CROSS_ATTENTION = Exercise(
     reference=cross_attention, make_cases=_cross_cases, forbidden=[BUILTIN_ATTENTION], atol=1e-5,
     properties=[Property("padding in the source is invisible",
                          "changing the encoder output at padding positions must not change the result: "
-                         "block those keys with the memory mask", _padding_has_no_effect, _change_padding)],
+                         "block those keys with the memory mask", _padding_has_no_effect, _change_padding,
+                         fires_for=("memory mask ignored", "memory mask added to the scores"))],
     mistakes=[
         KnownMistake("keys and values taken from the decoder",
                      "Your keys and values come from x, the decoder: that is self-attention, and the "
@@ -595,7 +597,8 @@ TRANSLATOR = Exercise(
     id="10.Translator", notebook=NOTEBOOK, function="Translator", points=3,
     title="Greedy decoding until <eos>", minutes=15, kind="module",
     reference=Translator, make_cases=_translator_cases, forbidden=[COURSE_GREEDY],
-    properties=[Property("starts with <bos>", "column 0 of the output must be bos_id", _starts_with_bos)],
+    properties=[Property("starts with <bos>", "column 0 of the output must be bos_id", _starts_with_bos,
+                         fires_for=("<bos> not returned",))],
     mistakes=[
         KnownMistake("<bos> not returned",
                      "Return the whole decoder sequence, starting with the <bos> you started from "
@@ -618,6 +621,215 @@ TRANSLATOR = Exercise(
                      "cross-attention never reads the source padding.",
                      TranslatorMemoryUnmasked),
     ],
+)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Alternatives (correct, written differently) and more known mistakes, per exercise
+# ---------------------------------------------------------------------------------------------------
+
+
+def shift_right_by_assignment(targets, bos_id, pad_id):
+    out = torch.full_like(targets, bos_id)  # (B, T), a new tensor: the input is not touched
+    out[:, 1:] = targets[:, :-1]
+    out[out == -100] = pad_id
+    return out
+
+
+def shift_right_with_roll(targets, bos_id, pad_id):
+    rolled = torch.roll(targets, shifts=1, dims=1)  # the last target wraps to column 0 ...
+    rolled[:, 0] = bos_id  # ... and is overwritten by <bos>
+    return torch.where(rolled == -100, torch.full_like(rolled, pad_id), rolled)
+
+
+def shift_pad_replaced_before_shift_kept_minus100_as_pad(targets, bos_id, pad_id):
+    """Wrong: replaces -100 with bos_id (the wrong id) in the input."""
+    start = torch.full_like(targets[:, :1], bos_id)
+    shifted = torch.cat([start, targets[:, :-1]], dim=1)
+    return shifted.masked_fill(shifted == -100, bos_id)
+
+
+def cross_attention_einsum(x, memory, W_Q, W_K, W_V, W_O, n_heads, memory_mask=None):
+    B, T, D = x.shape
+    S, Dh = memory.shape[1], D // n_heads
+    q = (x @ W_Q).view(B, T, n_heads, Dh)  # (B, T, H, Dh)
+    k = (memory @ W_K).view(B, S, n_heads, Dh)  # (B, S, H, Dh)
+    v = (memory @ W_V).view(B, S, n_heads, Dh)
+    scores = torch.einsum("bthd,bshd->bhts", q, k) / math.sqrt(Dh)  # (B, H, T, S)
+    if memory_mask is not None:
+        scores = scores.masked_fill(~memory_mask.bool()[:, None, None, :], float("-inf"))
+    z = torch.einsum("bhts,bshd->bthd", torch.softmax(scores, dim=-1), v)  # (B, T, H, Dh)
+    return z.reshape(B, T, D) @ W_O
+
+
+def cross_attention_head_loop(x, memory, W_Q, W_K, W_V, W_O, n_heads, memory_mask=None):
+    D = x.shape[-1]
+    Dh = D // n_heads
+    heads = []
+    for h in range(n_heads):
+        cols = slice(h * Dh, (h + 1) * Dh)
+        q, k, v = x @ W_Q[:, cols], memory @ W_K[:, cols], memory @ W_V[:, cols]  # (B, T|S, Dh)
+        scores = q @ k.transpose(1, 2) / Dh ** 0.5  # (B, T, S)
+        if memory_mask is not None:
+            scores = torch.where(memory_mask[:, None, :] != 0, scores, torch.tensor(float("-inf")))
+        heads.append(torch.softmax(scores, dim=-1) @ v)
+    return torch.cat(heads, dim=-1) @ W_O
+
+
+def cross_scaled_by_d_model(x, memory, W_Q, W_K, W_V, W_O, n_heads, memory_mask=None):
+    D = x.shape[-1]
+    Dh = D // n_heads
+    q = split_heads(x @ W_Q, n_heads) * (Dh ** 0.5 / D ** 0.5)  # net scale 1/sqrt(D)
+    k = split_heads(memory @ W_K, n_heads)
+    v = split_heads(memory @ W_V, n_heads)
+    mask = None if memory_mask is None else padding_mask(memory_mask)
+    return merge_heads(scaled_dot_product_attention(q, k, v, mask=mask)) @ W_O
+
+
+def cross_mask_added(x, memory, W_Q, W_K, W_V, W_O, n_heads, memory_mask=None):
+    Dh = x.shape[-1] // n_heads
+    q = split_heads(x @ W_Q, n_heads)
+    k = split_heads(memory @ W_K, n_heads)
+    v = split_heads(memory @ W_V, n_heads)
+    scores = q @ k.transpose(-2, -1) / Dh ** 0.5
+    if memory_mask is not None:
+        scores = scores + memory_mask[:, None, None, :].to(scores.dtype)  # adds 0/1 instead of blocking
+    return merge_heads(torch.softmax(scores, dim=-1) @ v) @ W_O
+
+
+class DecoderBlockSpelledOut(DecoderBlock):
+    """Masks built by hand (tril of ones; memory_mask reshaped), one temporary per sub-layer."""
+
+    def forward(self, x, memory, memory_mask=None):
+        T = x.shape[1]
+        self_mask = torch.ones(T, T, dtype=torch.bool).tril()  # (T, T)
+        cross_mask = None if memory_mask is None else memory_mask.bool()[:, None, None, :]  # (B, 1, 1, S)
+        h = self.self_attn(self.ln1(x), mask=self_mask)
+        x = x + h
+        h = self.cross_attn(self.ln2(x), memory, mask=cross_mask)
+        x = x + h
+        h = self.mlp(self.ln3(x))
+        return x + h
+
+
+class DecoderBlockResidualList(DecoderBlock):
+    """The three sub-layers as a list of functions applied in a loop."""
+
+    def forward(self, x, memory, memory_mask=None):
+        masks = (causal_mask(x.shape[1]), None if memory_mask is None else padding_mask(memory_mask))
+        sublayers = [
+            lambda h: self.self_attn(self.ln1(h), mask=masks[0]),
+            lambda h: self.cross_attn(self.ln2(h), memory, mask=masks[1]),
+            lambda h: self.mlp(self.ln3(h)),
+        ]
+        for f in sublayers:
+            x = x + f(x)
+        return x
+
+
+class BlockPostNorm(_BlockMistake):
+    """Wrong for this block: post-norm (LayerNorm after each residual addition)."""
+
+    def forward(self, x, memory, memory_mask=None):
+        cross_mask = None if memory_mask is None else padding_mask(memory_mask)
+        x = self.ln1(x + self.self_attn(x, mask=causal_mask(x.shape[1])))
+        x = self.ln2(x + self.cross_attn(x, memory, mask=cross_mask))
+        return self.ln3(x + self.mlp(x))
+
+
+class BlockNormsSwapped(_BlockMistake):
+    """Wrong: ln2 before the self-attention and ln1 before the cross-attention."""
+
+    def forward(self, x, memory, memory_mask=None):
+        cross_mask = None if memory_mask is None else padding_mask(memory_mask)
+        x = x + self.self_attn(self.ln2(x), mask=causal_mask(x.shape[1]))
+        x = x + self.cross_attn(self.ln1(x), memory, mask=cross_mask)
+        return x + self.mlp(self.ln3(x))
+
+
+class TranslatorPreallocated(Translator):
+    """A (B, max_len) buffer of pad_id filled column by column, cut at the last column written."""
+
+    def forward(self, src_ids, max_len):
+        c = self.model.config
+        B = src_ids.shape[0]
+        src_mask = src_ids != c.pad_id
+        out = torch.full((B, max_len), c.pad_id, dtype=torch.long)
+        out[:, 0] = c.bos_id
+        alive = torch.ones(B, dtype=torch.bool)
+        with torch.no_grad():
+            memory = self.model.encode(src_ids, src_mask)
+            t = 1
+            while t < max_len and alive.any():
+                step = self.model.decode(out[:, :t], memory, src_mask)[:, -1].argmax(-1)
+                out[alive, t] = step[alive]
+                alive = alive & (step != c.eos_id)
+                t += 1
+        return out[:, :t]
+
+
+class TranslatorRowByRow(Translator):
+    """Each sentence decoded alone (its own padding removed), then the rows padded to one length."""
+
+    def forward(self, src_ids, max_len):
+        c = self.model.config
+        rows = []
+        with torch.no_grad():
+            for src in src_ids:
+                src = src[None, :]  # (1, S)
+                mask = src != c.pad_id
+                memory = self.model.encode(src, mask)
+                seq = [c.bos_id]
+                while len(seq) < max_len and seq[-1] != c.eos_id:
+                    logits = self.model.decode(torch.tensor([seq]), memory, mask)
+                    seq.append(int(logits[0, -1].argmax()))
+                rows.append(seq)
+        L = max(len(r) for r in rows)
+        return torch.tensor([r + [c.pad_id] * (L - len(r)) for r in rows], dtype=torch.long)
+
+
+class TranslatorOneTooLong(_TranslatorMistake):
+    """Wrong: the loop runs while out.shape[1] <= max_len, so an unfinished output has max_len + 1 columns."""
+
+    def forward(self, src_ids, max_len):
+        return Translator.forward(self, src_ids, max_len + 1)
+
+
+SHIFT_RIGHT.alternatives = (Alternative("written into a new tensor by slice assignment", shift_right_by_assignment),
+                            Alternative("torch.roll, then <bos> over the wrapped column, torch.where", shift_right_with_roll))
+SHIFT_RIGHT.mistakes = tuple(SHIFT_RIGHT.mistakes) + (
+    KnownMistake("-100 replaced by bos_id",
+                 "You replaced the ignored targets (-100) by bos_id in the input. Padding positions of the decoder "
+                 "input hold pad_id: masked_fill(x == -100, pad_id).", shift_pad_replaced_before_shift_kept_minus100_as_pad),)
+CROSS_ATTENTION.alternatives = (Alternative("einsum over (B, T, H, Dh) views", cross_attention_einsum),
+                                Alternative("a loop over heads with column slices of the weights", cross_attention_head_loop))
+CROSS_ATTENTION.mistakes = tuple(CROSS_ATTENTION.mistakes) + (
+    KnownMistake("scaled by sqrt(d_model) instead of sqrt(d_head)",
+                 "Your scores are divided by sqrt(D), the model width. Each head compares vectors of size "
+                 "D / n_heads, so divide by sqrt(D / n_heads) (course_lib's scaled_dot_product_attention does it "
+                 "when you give it the split heads).", cross_scaled_by_d_model),
+    KnownMistake("memory mask added to the scores",
+                 "You ADDED the 0/1 memory mask to the scores, which shifts real tokens by 1 and blocks nothing. "
+                 "Padding keys must get -inf before the softmax: pass mask=padding_mask(memory_mask) "
+                 "(True = keep) to scaled_dot_product_attention.", cross_mask_added),
+)
+DECODER_BLOCK.alternatives = (Alternative("masks built by hand, one temporary per sub-layer", DecoderBlockSpelledOut),
+                              Alternative("sub-layers as a list applied in a loop", DecoderBlockResidualList))
+DECODER_BLOCK.mistakes = tuple(DECODER_BLOCK.mistakes) + (
+    KnownMistake("post-norm instead of pre-norm",
+                 "You normalise AFTER each residual addition (post-norm: x = ln(x + sublayer(x))). This block is "
+                 "pre-norm: x = x + sublayer(ln(x)), the LayerNorm inside the branch, the residual stream untouched.",
+                 BlockPostNorm),
+    KnownMistake("LayerNorms swapped",
+                 "Each sub-layer has its own LayerNorm: ln1 before the self-attention, ln2 before the "
+                 "cross-attention, ln3 before the MLP. Yours uses ln2 and ln1 the other way round.", BlockNormsSwapped),
+)
+TRANSLATOR.alternatives = (Alternative("a preallocated (B, max_len) buffer", TranslatorPreallocated),
+                           Alternative("one sentence at a time, padded at the end", TranslatorRowByRow))
+TRANSLATOR.mistakes = tuple(TRANSLATOR.mistakes) + (
+    KnownMistake("one column too many",
+                 "Your output can have max_len + 1 columns: stop when the output HAS max_len columns "
+                 "(while out.shape[1] < max_len).", TranslatorOneTooLong),
 )
 
 register(SHIFT_RIGHT, CROSS_ATTENTION, DECODER_BLOCK, TRANSLATOR)
