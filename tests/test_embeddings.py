@@ -173,10 +173,6 @@ def test_all_corpus_analogies_hold(sgns_vectors, a, b, c, expected):
     assert _top_answer(W_E, tok, a, b, c) == expected
 
 
-def test_training_is_fast(sgns_vectors):
-    assert sgns_vectors[2] < 30, f"took {sgns_vectors[2]:.1f} s; expected a few seconds"
-
-
 def test_training_is_deterministic_for_a_seed(sgns_vectors):
     W_E, _, _ = sgns_vectors
     again, _ = train_word_embeddings(data.toy_corpus(), seed=0)
