@@ -175,7 +175,7 @@ def test_notebooks_bench_prints_measured_time_beside_each_claim(tmp_path):
     row = next(line for line in lines if line.startswith("01_quick"))
     wall, cpu, train = (float(x) for x in row.split()[1:4])
     assert 0.2 <= train <= wall  # the sleeping train cell, within the whole run
-    assert row.split()[4:6] == ["60", "within"] and row.endswith("under a minute")
+    assert row.split()[4:6] == ["60", "within"] and row.endswith("target: a minute")
     training = next(line for line in lines if "training In this unit" in line)
     assert training.split()[:2] == ["30", "within"]
     broken = next(line for line in lines if line.startswith("02_broken"))
