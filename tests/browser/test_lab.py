@@ -225,6 +225,20 @@ def test_learner_notebook_runs_in_jupyterlab(browser, lab, name):
         print(f"screenshots of {name}: {shots[0].parent} ({len(shots)} pages)")
     finally:
         page.close()
+        _shut_down_kernels(lab, name)
+
+
+def _shut_down_kernels(lab, name):
+    """Closing the page leaves its kernel running; shut it down so later notebooks get the CPU."""
+    try:
+        with urllib.request.urlopen(f"{lab['base']}/api/sessions?token={TOKEN}", timeout=10) as r:
+            sessions = json.load(r)
+        for s in sessions:
+            if s.get("path", "").endswith(f"{name}.ipynb"):
+                req = urllib.request.Request(f"{lab['base']}/api/sessions/{s['id']}?token={TOKEN}", method="DELETE")
+                urllib.request.urlopen(req, timeout=30).close()
+    except OSError as e:  # a kernel left running slows later tests; it does not change their verdict
+        print(f"could not shut down the kernel of {name}: {e}")
 
 
 def _explorer_changes_figure(page, name):
@@ -331,3 +345,4 @@ def test_typing_a_correct_answer_and_a_known_mistake(browser, lab):
             assert status.replace("_", " ") in line, (exercise_id, status, line)
     finally:
         page.close()
+        _shut_down_kernels(lab, "02_softmax_sampling")
