@@ -278,7 +278,7 @@ def _sampling_cases(gen, hidden):
     specs = [
         ("temperature", dict(temperature=0.7), "temperature 0.7"),
         ("temperature", dict(temperature=0.0), "temperature 0: greedy"),
-        ("top-k", dict(temperature=1.0, top_k=3), "top_k=3"),
+        ("top-k", dict(temperature=1.4, top_k=3), "temperature 1.4, top_k=3"),
         ("top-p", dict(temperature=1.5, top_p=0.6), "temperature 1.5, top_p=0.6"),
         ("top-p", dict(temperature=1.0, top_p=0.3), "top_p=0.3 (often only the top token)"),
         ("combined", dict(temperature=0.8, top_k=5, top_p=0.8), "temperature 0.8, top_k=5, top_p=0.8"),
