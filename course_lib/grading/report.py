@@ -200,8 +200,18 @@ def summary_table(results: list, exercise_ids: list, isolation: Iterable = ()) -
 
 def summary_png(results: list, exercise_ids: list) -> bytes:
     """Score histogram and pass rate per exercise, as PNG bytes (matplotlib's Agg, no pyplot state)."""
+    fig = summary_figure(results, exercise_ids)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def summary_figure(results: list, exercise_ids: list):
+    """The figure of :func:`summary_png`: a histogram of scores (whole students on the y axis) and the
+    pass/partial rate per exercise."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(11, 4.2), dpi=100)
     FigureCanvasAgg(fig)
@@ -210,6 +220,7 @@ def summary_png(results: list, exercise_ids: list) -> bytes:
     ax1.hist(pct, bins=[i * 10 for i in range(11)], color="#4c72b0", edgecolor="white")
     ax1.set_xlabel("score (% of the maximum)")
     ax1.set_ylabel("students")
+    ax1.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts: no "0.2 students"
     ax1.set_title(f"Scores ({len(results)} students)")
     stats = exercise_stats(results, exercise_ids)
     rates = [100 * s["pass_rate"] for s in stats]
@@ -225,9 +236,7 @@ def summary_png(results: list, exercise_ids: list) -> bytes:
     ax2.set_title("Pass rate per exercise")
     ax2.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
+    return fig
 
 
 def result_json(result: dict) -> str:
