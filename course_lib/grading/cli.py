@@ -32,6 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shard", default=None, metavar="I/N",
                    help="grade only shard I of N (1-based; a stable hash of each learner's folder name); "
                         "needs --seed. Join the shards with `course grade merge`")
+    p.add_argument("--roster", default=None, metavar="ROSTER.csv",
+                   help="also write OUT/lms.csv for Canvas's or Moodle's grade import; ROSTER.csv has the columns "
+                        "folder,lms_id[,name] (see README, 'The LMS')")
     p.add_argument("--new-seed", action="store_true", help="draw a fresh secret seed even if OUT has one "
                                                            "(re-grades everything)")
     p.add_argument("--jobs", "-j", type=int, default=os.cpu_count() or 1,
@@ -84,14 +87,18 @@ def _fail(msg: str) -> int:
     return 2
 
 
-def _merge(folders: list, out: str, quiet: bool) -> int:
+def _merge(folders: list, out: str, quiet: bool, roster=None) -> int:
     from .merge import merge
     from .runner import UsageError
 
     try:
-        m = merge(folders, out)
+        m = merge(folders, out, roster=roster)
     except UsageError as e:
         return _fail(f"merge: {e}")
+    if m.lms is not None:
+        print(m.lms.line(m.out))
+        if m.lms.warning(m.roster.path):
+            print(f"warning: {m.lms.warning(m.roster.path)}", file=sys.stderr)
     print(f"course grade merge: {m.shards} shards, {m.students} students -> {m.out}/grades.csv")
     return 0
 
@@ -102,7 +109,7 @@ def run(args) -> int:
     if not args.submissions:
         return _fail("give the SUBMISSIONS folder (or --list-exercises)")
     if args.submissions[0] == "merge":
-        return _merge(args.submissions[1:], args.out, args.quiet)
+        return _merge(args.submissions[1:], args.out, args.quiet, args.roster)
     if len(args.submissions) > 1:
         return _fail(f"give one SUBMISSIONS folder, not {len(args.submissions)} "
                      f"(to join shards: course grade merge OUT_1 ... OUT_N --out OUT)")
@@ -132,6 +139,17 @@ def run(args) -> int:
     subs, out = Path(args.submissions), Path(args.out)
     if not subs.is_dir():  # the cheap checks first, before torch is imported
         return _fail(f"{subs}: no such folder (expected SUBMISSIONS/<student>/<NN_slug>.ipynb)")
+    roster = None
+    if args.roster is not None:
+        from .lms import RosterError, load_roster
+
+        if shard is not None:
+            return _fail("--roster goes with the merge of the shards (course grade merge OUT_1 ... OUT_N --out OUT "
+                         "--roster R), not with --shard: a shard grades only part of the class")
+        try:
+            roster = load_roster(args.roster)
+        except RosterError as e:
+            return _fail(str(e))
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -142,11 +160,15 @@ def run(args) -> int:
     try:
         summary = grade(Path(args.submissions), Path(args.out), seed=args.seed, new_seed=args.new_seed,
                         jobs=args.jobs, limits=limits, sandbox=mode, units=units, regrade=tuple(args.regrade),
-                        progress=not args.quiet, run_all_cells=args.all_cells, shard=shard)
+                        progress=not args.quiet, run_all_cells=args.all_cells, shard=shard, roster=roster)
     except UsageError as e:
         return _fail(str(e))
     if not args.quiet:
         print(summary_table(summary.results, summary.exercise_ids, summary.isolation))
+    else:
+        print(summary.layout)
+    if summary.lms is not None:
+        print(summary.lms.line(summary.out))
     for w in summary.warnings:
         print(f"warning: {w}", file=sys.stderr)
     print(f"course grade: {summary.students} students, {summary.graded_notebooks} notebooks graded, "

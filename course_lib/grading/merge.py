@@ -85,14 +85,21 @@ def plan_merge(folders: list) -> tuple:
     return runs, where, columns
 
 
-def merge(folders: list, out) -> SimpleNamespace:
-    """Merge shard outputs into ``out`` (which must not exist yet, or be empty)."""
+def merge(folders: list, out, roster=None) -> SimpleNamespace:
+    """Merge shard outputs into ``out`` (which must not exist yet, or be empty); with ``roster`` (a path or
+    an :class:`.lms.Roster`) also ``lms.csv`` (see :mod:`.lms`)."""
     from ..exercises import all_exercises
+    from .lms import Roster, RosterError, build_export, load_roster, write_export
 
     out = Path(out)
     runs, where, columns = plan_merge([Path(f) for f in folders])
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UsageError(f"{out} already exists and is not empty; merge into a new folder")
+    try:
+        roster = roster if roster is None or isinstance(roster, Roster) else load_roster(roster)
+    except RosterError as e:
+        raise UsageError(str(e)) from None
+    lms = None
     exercises = [ex for ex in all_exercises() if ex.notebook in columns]
     by_nb: dict = {}
     for ex in exercises:
@@ -123,6 +130,9 @@ def merge(folders: list, out) -> SimpleNamespace:
         R.atomic_write(tmp / "grades.csv", R.grades_csv(ordered, ids))
         if ordered and ids:
             R.atomic_write(tmp / "summary.png", R.summary_png(ordered, ids), binary=True)
+        if roster is not None:
+            lms = build_export(roster, ordered, columns)
+            write_export(tmp, lms)
         first = runs[0][1]
         R.atomic_write(tmp / STATE_DIR / "run.json", json.dumps(
             dict(first, shard=[1, 1], students=sorted(where), everyone=sorted(where), notebooks=columns,
@@ -133,7 +143,8 @@ def merge(folders: list, out) -> SimpleNamespace:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return SimpleNamespace(out=out, students=len(ordered), shards=len(runs), results=ordered, exercise_ids=ids)
+    return SimpleNamespace(out=out, students=len(ordered), shards=len(runs), results=ordered, exercise_ids=ids,
+                           lms=lms, roster=roster)
 
 
 def _learner_results(folder: Path, name: str) -> dict:

@@ -39,7 +39,7 @@ from ..exercises.core import MISSING, Report
 from . import report as R
 from .sandbox import PROJECT_ROOT, Limits, choose
 from .session import Context, Plan, grade_notebook, grade_unreadable
-from .submissions import file_sha256, find_students, read_notebook
+from .submissions import file_sha256, find_class, nbgrader_course_folder, read_notebook
 
 STATE_DIR = ".grading"
 RESULTS_VERSION = 1
@@ -60,6 +60,9 @@ class RunSummary:
     exercise_ids: list
     results: list = field(default_factory=list)
     warnings: list = field(default_factory=list)
+    layout: str = ""                  # the one line saying which layout SUBMISSIONS has
+    notebooks: list = field(default_factory=list)   # the units (notebook stems) in the gradebook
+    lms: Optional[object] = None      # the lms.LmsExport, when a roster was given
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -233,11 +236,12 @@ class Progress:
 def grade(submissions, out, *, seed: Optional[int] = None, new_seed: bool = False, jobs: Optional[int] = None,
           limits: Optional[Limits] = None, sandbox: str = "auto", units: Optional[list] = None,
           regrade: tuple = (), progress: bool = True, run_all_cells: bool = False, stream=None,
-          shard: Optional[tuple] = None) -> RunSummary:
+          shard: Optional[tuple] = None, roster=None) -> RunSummary:
     """Grade every submission in ``submissions`` into ``out`` (see the module docstring).
 
     ``shard=(i, n)`` grades only the learners of shard ``i`` of ``n`` (:func:`shard_of`); it needs ``seed``
     so that every shard draws the same hidden cases. ``course grade merge`` joins the shards' outputs.
+    ``roster`` (a path or an :class:`.lms.Roster`) adds ``OUT/lms.csv`` for the LMS (:mod:`.lms`).
     """
     if shard is not None:
         i, n = shard
@@ -251,6 +255,11 @@ def grade(submissions, out, *, seed: Optional[int] = None, new_seed: bool = Fals
     submissions, out = Path(submissions), Path(out)
     if not submissions.is_dir():
         raise UsageError(f"{submissions}: no such folder (expected SUBMISSIONS/<student>/<NN_slug>.ipynb)")
+    course_dir = nbgrader_course_folder(submissions)
+    if course_dir:
+        raise UsageError(f"{submissions} is an nbgrader course directory ({course_dir}): grade its submitted "
+                         f"folder, course grade {submissions / 'submitted'} --out OUT")
+    roster = _roster(roster, shard)
     if out.resolve() == submissions.resolve() or submissions.resolve() in out.resolve().parents:
         raise UsageError(f"the output folder {out} must not be inside the submissions folder {submissions}")
     jobs = max(1, min(int(jobs or os.cpu_count() or 1), 128))
@@ -261,8 +270,10 @@ def grade(submissions, out, *, seed: Optional[int] = None, new_seed: bool = Fals
     tmp_root = Path(tempfile.mkdtemp(prefix="tmp-", dir=out / STATE_DIR))
     os.chmod(tmp_root, 0o711)
     try:
-        return _grade(submissions, out, seed, new_seed, jobs, limits, sandbox, units, set(regrade), progress,
-                      run_all_cells, stream, tmp_root, t0, shard)
+        summary = _grade(submissions, out, seed, new_seed, jobs, limits, sandbox, units, set(regrade), progress,
+                         run_all_cells, stream, tmp_root, t0, shard)
+        _lms_export(out, roster, summary)
+        return summary
     finally:
         shutil.rmtree(tmp_root, ignore_errors=True)
         lock.close()
@@ -275,7 +286,9 @@ def _grade(submissions, out, seed, new_seed, jobs, limits, sandbox_mode, units, 
     seed = _settle_seed(out, seed, new_seed)
     exercises = all_exercises()
     stems = {ex.notebook for ex in exercises}
-    students, warnings = find_students(submissions, stems)
+    students, warnings, layout = find_class(submissions, stems)
+    if progress:
+        print(layout.line(), file=stream, flush=True)
     everyone = [st.name for st in students]
     if shard is not None:
         students = [st for st in students if shard_of(st.name, shard[1]) == shard[0]]
@@ -410,7 +423,38 @@ def _grade(submissions, out, seed, new_seed, jobs, limits, sandbox_mode, units, 
     isolation.discard("")
     isolation.discard("nothing was run")
     return RunSummary(out, len(students), len(tasks), reused, time.monotonic() - t0, sorted(isolation),
-                      exercise_ids, ordered, warnings)
+                      exercise_ids, ordered, warnings, layout=layout.line(), notebooks=columns_nb)
+
+
+def _roster(roster, shard):
+    """The roster, read and checked before anything is graded (a :class:`UsageError` when unusable)."""
+    if roster is None:
+        return None
+    from .lms import Roster, RosterError, load_roster
+
+    if shard is not None:
+        raise UsageError("--roster goes with the merge of the shards (course grade merge OUT_1 ... OUT_N --out OUT "
+                         "--roster R), not with --shard: a shard grades only part of the class")
+    try:
+        return roster if isinstance(roster, Roster) else load_roster(roster)
+    except RosterError as e:
+        raise UsageError(str(e)) from None
+
+
+def _lms_export(out: Path, roster, summary: RunSummary) -> None:
+    """``OUT/lms.csv`` (and ``lms-unmatched.csv``) for ``roster``; without one, a word about a stale file."""
+    from .lms import LMS_FILE, build_export, write_export
+
+    if roster is None:
+        if (out / LMS_FILE).exists():
+            summary.warnings.append(f"{out}/{LMS_FILE} is from an earlier run with --roster and was not updated; "
+                                    f"give --roster again to bring it up to date")
+        return
+    summary.lms = build_export(roster, summary.results, summary.notebooks)
+    write_export(out, summary.lms)
+    w = summary.lms.warning(roster.path)
+    if w:
+        summary.warnings.append(w)
 
 
 def _missing_notebook(stem: str, exercises: list, why: Optional[str] = None) -> dict:
