@@ -100,6 +100,14 @@ def one_hot_every_id_set(ids, vocab_size):
     return out
 
 
+def one_hot_one_column_too_many(ids, vocab_size):
+    return (ids.unsqueeze(-1) == torch.arange(vocab_size + 1)).float()  # (..., V + 1)
+
+
+def one_hot_inverted(ids, vocab_size):
+    return (ids.unsqueeze(-1) != torch.arange(vocab_size)).float()  # 0 at the id, 1 elsewhere
+
+
 def one_hot_eye_rows(ids, vocab_size):
     return torch.eye(vocab_size)[ids]  # row i of the identity is e_i
 
@@ -132,7 +140,8 @@ ONE_HOT = Exercise(
     reference=one_hot, make_cases=_one_hot_cases, forbidden=[ONE_HOT_BUILTINS],
     alternatives=[Alternative("rows of torch.eye", one_hot_eye_rows), Alternative("scatter_", one_hot_scatter)],
     properties=[Property("exactly one 1 per vector", "each one-hot vector has a single 1.0 and zeros elsewhere",
-                         _rows_are_one_hot, fires_for=("vocabulary axis first", "a 1 at every id of the input"))],
+                         _rows_are_one_hot, fires_for=("vocabulary axis first", "a 1 at every id of the input",
+                                    "zeros and ones swapped"))],
     mistakes=[
         KnownMistake("off by one (1-based ids)",
                      "Your 1s sit one position too early: token ids start at 0, so id i sets position i "
@@ -167,6 +176,16 @@ ONE_HOT = Exercise(
                      "the last axis with all ids at once. Compare each id with torch.arange(vocab_size) instead "
                      "(ids.unsqueeze(-1) == torch.arange(V)), or scatter_ along the last axis.",
                      one_hot_every_id_set),
+        KnownMistake("one column too many",
+                     "Your vectors have vocab_size + 1 entries (torch.arange(vocab_size + 1), or zeros(..., V + 1)). "
+                     "Ids run from 0 to vocab_size - 1, so vocab_size positions are enough: "
+                     "torch.arange(vocab_size) gives exactly them.",
+                     one_hot_one_column_too_many),
+        KnownMistake("zeros and ones swapped",
+                     "Your vectors are 0 at the id and 1 everywhere else (!= instead of ==, or 1 - one_hot). A "
+                     "one-hot vector is 1 at the token's own position and 0 elsewhere: ids.unsqueeze(-1) == "
+                     "torch.arange(vocab_size).",
+                     one_hot_inverted),
     ],
 )
 
@@ -232,6 +251,14 @@ def embed_scaled_by_sqrt_d(ids, W_E):
     return embed(ids, W_E) * W_E.shape[-1] ** 0.5
 
 
+def embed_divided_by_sqrt_d(ids, W_E):
+    return embed(ids, W_E) / W_E.shape[-1] ** 0.5
+
+
+def embed_summed(ids, W_E):
+    return W_E[ids].sum(dim=-2)  # a bag of words: one vector per sequence
+
+
 EMBED = Exercise(
     id="01.embed", notebook=NOTEBOOK, function="embed", points=2,
     title="Embedding lookup", minutes=5,
@@ -269,6 +296,14 @@ EMBED = Exercise(
                      "(the original Transformer does), but that happens in the model, not in the lookup: "
                      "embed returns the rows of W_E exactly, W_E[ids].",
                      embed_scaled_by_sqrt_d),
+        KnownMistake("rows divided by sqrt(D)",
+                     "Your rows are sqrt(D) times too short: you divide by sqrt(D) (attention divides its scores by "
+                     "sqrt(d_k), the embedding does not). embed returns the rows of W_E exactly: W_E[ids].",
+                     embed_divided_by_sqrt_d),
+        KnownMistake("rows summed over the ids",
+                     "You add up the rows of all ids (a 'bag of words', one vector per sequence). The lookup keeps "
+                     "one vector PER id: W_E[ids] has shape ids.shape + (D,), nothing is summed.",
+                     embed_summed),
     ],
 )
 
@@ -354,6 +389,30 @@ def _scaled_inputs(case):
     return [Case((a * 7.0, b * 0.25), {}, case.group, "a scaled by 7, b by 0.25")]
 
 
+def cosine_lengths_added(a, b):
+    return (a * b).sum(-1) / (a.norm(dim=-1) + b.norm(dim=-1))
+
+
+def cosine_b_length_of_whole_tensor(a, b):
+    return (a * b).sum(-1) / (a.norm(dim=-1) * b.norm())  # b.norm() without dim
+
+
+def cosine_a_length_of_whole_tensor(a, b):
+    return (a * b).sum(-1) / (a.norm() * b.norm(dim=-1))  # a.norm() without dim
+
+
+def cosine_dim_one(a, b):
+    return (a * b).sum(dim=1) / (a.norm(dim=1) * b.norm(dim=1))  # dim=1 hard-coded
+
+
+def cosine_l1_lengths(a, b):
+    return (a * b).sum(-1) / (a.abs().sum(-1) * b.abs().sum(-1))
+
+
+def cosine_squared(a, b):
+    return (a * b).sum(-1) ** 2 / ((a * a).sum(-1) * (b * b).sum(-1))
+
+
 def cosine_float64(a, b):
     return cosine_similarity(a.double(), b.double())
 
@@ -373,11 +432,12 @@ COSINE = Exercise(
         Property("between -1 and 1", "a cosine lies between -1 (opposite) and 1 (same direction)",
                  _in_minus_one_one,
                  fires_for=("unnormalised (plain dot product)", "only one vector normalised", "cosine distance (1 - cos)",
-                            "keepdim=True on the lengths", "divided by squared lengths")),
+                            "keepdim=True on the lengths", "divided by squared lengths",
+                            "lengths added instead of multiplied")),
         Property("ignores the lengths", "scaling a or b by a positive number must not change their cosine",
                  _scale_invariant, _scaled_inputs,
                  fires_for=("unnormalised (plain dot product)", "only one vector normalised", "divided by squared lengths",
-                            "lengths clamped")),
+                            "lengths clamped", "lengths added instead of multiplied")),
     ],
     mistakes=[
         KnownMistake("unnormalised (plain dot product)",
@@ -428,6 +488,32 @@ COSINE = Exercise(
                      "square root). A cosine is negative when the vectors point in opposite directions (-1 for "
                      "exactly opposite); keep its sign: dot / (|a| |b|).",
                      cosine_absolute_value),
+        KnownMistake("lengths added instead of multiplied",
+                     "You divide by |a| + |b|. The cosine divides by the PRODUCT of the lengths: "
+                     "a . b / (|a| * |b|).",
+                     cosine_lengths_added),
+        KnownMistake("b's length over the whole tensor",
+                     "You divide by b.norm() without dim=-1: the length of the WHOLE tensor b, one number for all "
+                     "rows. Each row needs its own length: b.norm(dim=-1) (and a.norm(dim=-1)).",
+                     cosine_b_length_of_whole_tensor),
+        KnownMistake("a's length over the whole tensor",
+                     "You divide by a.norm() without dim=-1: the length of the WHOLE tensor a, one number for all "
+                     "rows. Each row needs its own length: a.norm(dim=-1) (and b.norm(dim=-1)).",
+                     cosine_a_length_of_whole_tensor),
+        KnownMistake("dim=1 instead of dim=-1",
+                     "You sum over dim=1. That is the last axis only for 2-D inputs: a single vector has no dim 1 "
+                     "and a (2, 3, 8) batch has its vectors along dim 2. Use dim=-1, the last axis, whatever the "
+                     "number of dimensions.",
+                     cosine_dim_one),
+        KnownMistake("sums of absolute values instead of lengths",
+                     "You divide by the sums of absolute values (the L1 norm). The length of a vector is the square "
+                     "root of the sum of SQUARES: a.norm(dim=-1) or torch.sqrt((a * a).sum(-1)).",
+                     cosine_l1_lengths),
+        KnownMistake("cosine squared",
+                     "Your similarities are the squares of the cosines (never negative, and too small): you divide "
+                     "(a . b)^2 by the squared lengths, or forgot a square root. cos = a . b / (|a| |b|), with "
+                     "|a| = sqrt(sum of squares).",
+                     cosine_squared),
     ],
 )
 
@@ -506,6 +592,25 @@ def nn_k_before_excluding(query, W_E, k, exclude=()):
     first_k = sims.argsort(descending=True)[:k].tolist()  # the top k, THEN the excluded ones removed
     ids = torch.tensor([i for i in first_k if i not in set(exclude)], dtype=torch.long)
     return ids, sims[ids]
+
+
+def nn_tuple_index(query, W_E, k, exclude=()):
+    sims = cosine_similarity(W_E, query)  # (V,)
+    sims[tuple(exclude)] = float("-inf")  # a tuple indexes DIMENSIONS: sims[()] is every entry
+    top = sims.topk(k)
+    return top.indices, top.values
+
+
+def nn_whole_matrix_length(query, W_E, k, exclude=()):
+    sims = (W_E @ query) / (W_E.norm() * query.norm())  # W_E.norm() without dim: one number for all rows
+    sims[list(exclude)] = float("-inf")
+    top = sims.topk(k)
+    return top.indices, top.values
+
+
+def nn_dot_values_of_cosine_ranking(query, W_E, k, exclude=()):
+    ids, _ = nearest_neighbours(query, W_E, k, exclude)
+    return ids, W_E[ids] @ query  # ranked by cosine, but the dot products returned
 
 
 def nn_masked_where(query, W_E, k, exclude=()):
@@ -608,6 +713,20 @@ NEAREST = Exercise(
                      "when nothing is excluded the first one is a real neighbour, and an excluded id need not be "
                      "the most similar.",
                      nn_drop_the_top_one),
+        KnownMistake("sims[exclude] with the tuple itself",
+                     "You index sims[exclude] with `exclude` as it comes, a tuple. A tuple index picks DIMENSIONS, "
+                     "not positions: with exclude=() sims[()] is the whole tensor, so every similarity becomes -inf "
+                     "(and 3 ids would be 3 dimensions). Index with a list: sims[list(exclude)] = float('-inf').",
+                     nn_tuple_index),
+        KnownMistake("lengths of the whole matrix",
+                     "You divide by W_E.norm() without dim=-1: one length for the whole matrix, so the ranking is "
+                     "by plain dot product and the values are not cosines. Each row needs its own length: "
+                     "W_E.norm(dim=-1).",
+                     nn_whole_matrix_length),
+        KnownMistake("dot products returned with a cosine ranking",
+                     "Your ids are right (ranked by cosine), but the similarities you return are plain dot products "
+                     "W_E[ids] @ query. Return the cosines you ranked by, between -1 and 1.",
+                     nn_dot_values_of_cosine_ranking),
     ],
 )
 
@@ -668,6 +787,25 @@ def analogy_c_subtracted(a, b, c, W_E, k=1):
     return nearest_neighbours(u[b] - u[a] - u[c], W_E, k, exclude=(a, b, c))
 
 
+def analogy_c_not_excluded(a, b, c, W_E, k=1):
+    u = _unit_rows(W_E)
+    return nearest_neighbours(u[b] - u[a] + u[c], W_E, k, exclude=(a, b))
+
+
+def analogy_b_not_excluded(a, b, c, W_E, k=1):
+    u = _unit_rows(W_E)
+    return nearest_neighbours(u[b] - u[a] + u[c], W_E, k, exclude=(a, c))
+
+
+def analogy_excluded_set_to_zero(a, b, c, W_E, k=1):
+    u = _unit_rows(W_E)
+    target = u[b] - u[a] + u[c]
+    sims = cosine_similarity(W_E, target)  # (V,)
+    sims[[a, b, c]] = 0.0  # still beats every candidate with a negative cosine
+    top = sims.topk(k)
+    return top.indices, top.values
+
+
 def analogy_masked_einsum(a, b, c, W_E, k=1):
     u = _unit_rows(W_E)
     target = u[b] - u[a] + u[c]  # (D,)
@@ -716,6 +854,21 @@ def _analogy_cases(gen, hidden):
         for i in (a, b, c):
             W_E[i] = (centre + _randn(gen, D, scale=0.05)) * float(W_E[i].norm() / centre.norm())
         cases.append(Case((a, b, c, W_E), {"k": 3}, "random words", f"{V} words, a, b, c nearly synonyms, k=3"))
+    # only two candidates point towards the target, the rest away from it: with k=4 the answer holds negative
+    # cosines, so a, b, c given similarity 0 (instead of -inf) would still make the list
+    for V, D in [(16, 5)] + ([(30, 8)] if hidden else []):
+        W_E = _vocab(gen, V, D)
+        a, b, c, p1, p2 = (int(i) for i in torch.randperm(V, generator=gen)[:5])
+        u = _unit_rows(W_E)
+        d = u[b] - u[a] + u[c]
+        d = d / d.norm()  # (D,) the target's direction
+        for i in range(V):
+            if i not in (a, b, c):
+                W_E[i] = W_E[i] - 2.5 * (W_E[i] @ d).abs() * d  # now pointing away from the target
+        for i in (p1, p2):
+            W_E[i] = (d + _randn(gen, D, scale=0.3)) * float(W_E[i].norm())  # ... but two candidates
+        cases.append(Case((a, b, c, W_E), {"k": 4}, "few similar words",
+                          f"{V} words, only 2 candidates near the target, k=4"))
     return cases
 
 
@@ -766,6 +919,19 @@ ANALOGY = Exercise(
                      "Your answer can be a itself. Exclude all three input words, a, b and c: when they are close "
                      "together the target lands next to each of them.",
                      analogy_a_not_excluded),
+        KnownMistake("c not excluded",
+                     "Your answer can be c itself (the target u_b - u_a + u_c is usually closest to c). Exclude all "
+                     "three input words: exclude=(a, b, c).",
+                     analogy_c_not_excluded),
+        KnownMistake("b not excluded",
+                     "Your answer can be b itself (the target u_b - u_a + u_c is often closest to b). Exclude all "
+                     "three input words: exclude=(a, b, c).",
+                     analogy_b_not_excluded),
+        KnownMistake("a, b, c set to 0 instead of -inf",
+                     "You set the similarities of a, b, c to 0. A cosine can be negative, so 0 still beats every "
+                     "candidate pointing away from the target and a, b or c make the list: set them to "
+                     "float('-inf').",
+                     analogy_excluded_set_to_zero),
     ],
 )
 
