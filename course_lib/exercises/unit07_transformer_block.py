@@ -62,6 +62,36 @@ def ln_no_affine(x, weight, bias, eps=1e-5):
     return (x - mu) / torch.sqrt(var + eps)
 
 
+def ln_no_eps(x, weight, bias, eps=1e-5):
+    mu = x.mean(dim=-1, keepdim=True)
+    var = x.var(dim=-1, keepdim=True, unbiased=False)
+    return (x - mu) / torch.sqrt(var) * weight + bias
+
+
+def ln_eps_fixed(x, weight, bias, eps=1e-5):
+    mu = x.mean(dim=-1, keepdim=True)
+    var = x.var(dim=-1, keepdim=True, unbiased=False)
+    return (x - mu) / torch.sqrt(var + 1e-5) * weight + bias  # the eps argument ignored
+
+
+def ln_no_sqrt(x, weight, bias, eps=1e-5):
+    mu = x.mean(dim=-1, keepdim=True)
+    var = x.var(dim=-1, keepdim=True, unbiased=False)
+    return (x - mu) / (var + eps) * weight + bias
+
+
+def ln_weight_bias_swapped(x, weight, bias, eps=1e-5):
+    mu = x.mean(dim=-1, keepdim=True)
+    var = x.var(dim=-1, keepdim=True, unbiased=False)
+    return (x - mu) / torch.sqrt(var + eps) * bias + weight
+
+
+def ln_uncentred_variance(x, weight, bias, eps=1e-5):
+    mu = x.mean(dim=-1, keepdim=True)
+    var = (x * x).mean(dim=-1, keepdim=True)  # E[x^2], not E[(x - mean)^2]
+    return (x - mu) / torch.sqrt(var + eps) * weight + bias
+
+
 def ln_rsqrt_var(x, weight, bias, eps=1e-5):
     """Alternative: torch.var(unbiased=False) and rsqrt."""
     centred = x - x.mean(dim=-1, keepdim=True)
@@ -124,7 +154,8 @@ LAYER_NORM = Exercise(
     properties=[Property("each position has mean 0",
                          "with weight=1 and bias=0 every feature vector (the last axis) should have mean 0 "
                          "after normalising",
-                         _ln_mean_zero, _ln_unit, fires_for=("normalised over the wrong axis",))],
+                         _ln_mean_zero, _ln_unit,
+                         fires_for=("normalised over the wrong axis", "weight and bias swapped"))],
     mistakes=[
         KnownMistake("eps outside the square root",
                      "You divide by sqrt(var) + eps. The eps belongs inside: (x - mean) / sqrt(var + eps), "
@@ -140,6 +171,22 @@ LAYER_NORM = Exercise(
         KnownMistake("scale and shift forgotten",
                      "Your output is normalised but never multiplied by `weight` (gamma) and shifted by "
                      "`bias` (beta): y = x_hat * weight + bias.", ln_no_affine),
+        KnownMistake("eps left out",
+                     "You divide by sqrt(var) with no eps. The eps keeps the division safe for (nearly) constant "
+                     "vectors and changes the result when it is large: (x - mean) / sqrt(var + eps).", ln_no_eps),
+        KnownMistake("eps argument ignored",
+                     "You use eps = 1e-5 whatever the caller passes. Use the `eps` argument: "
+                     "torch.sqrt(var + eps).", ln_eps_fixed),
+        KnownMistake("divided by the variance, not its square root",
+                     "You divide by var + eps. Normalising divides by the standard deviation: "
+                     "(x - mean) / torch.sqrt(var + eps).", ln_no_sqrt),
+        KnownMistake("weight and bias swapped",
+                     "You multiply by `bias` and add `weight`. The gain multiplies and the shift adds: "
+                     "x_hat * weight + bias.", ln_weight_bias_swapped),
+        KnownMistake("variance not centred",
+                     "Your variance is the mean of x^2. The variance is the mean of the SQUARED DEVIATIONS from the "
+                     "mean: ((x - mean) ** 2).mean(dim=-1, keepdim=True) (they agree only when the mean is 0).",
+                     ln_uncentred_variance),
     ],
 )
 
@@ -185,6 +232,31 @@ def mlp_activation_after_down(x, W_up, b_up, W_down, b_down):
 
 def mlp_biases_forgotten(x, W_up, b_up, W_down, b_down):
     return BL.gelu(x @ W_up) @ W_down
+
+
+def mlp_gelu_sigmoid(x, W_up, b_up, W_down, b_down):
+    h = x @ W_up + b_up
+    return (h * torch.sigmoid(1.702 * h)) @ W_down + b_down  # the sigmoid approximation of GELU
+
+
+def mlp_silu(x, W_up, b_up, W_down, b_down):
+    return torch.nn.functional.silu(x @ W_up + b_up) @ W_down + b_down
+
+
+def mlp_bias_after_gelu(x, W_up, b_up, W_down, b_down):
+    return (BL.gelu(x @ W_up) + b_up) @ W_down + b_down
+
+
+def mlp_with_residual(x, W_up, b_up, W_down, b_down):
+    return x + mlp(x, W_up, b_up, W_down, b_down)
+
+
+def mlp_b_down_forgotten(x, W_up, b_up, W_down, b_down):
+    return BL.gelu(x @ W_up + b_up) @ W_down
+
+
+def mlp_b_up_forgotten(x, W_up, b_up, W_down, b_down):
+    return BL.gelu(x @ W_up) @ W_down + b_down
 
 
 def mlp_einsum_erf(x, W_up, b_up, W_down, b_down):
@@ -259,6 +331,25 @@ MLP = Exercise(
         KnownMistake("biases forgotten",
                      "You ignore b_up and b_down: h = GELU(x @ W_up + b_up), y = h @ W_down + b_down.",
                      mlp_biases_forgotten),
+        KnownMistake("sigmoid approximation of GELU",
+                     "You use x * sigmoid(1.702 x), a quick approximation of GELU. This exercise asks for the exact "
+                     "GELU, x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2)): F.gelu(h).", mlp_gelu_sigmoid),
+        KnownMistake("SiLU instead of GELU",
+                     "You use SiLU (x * sigmoid(x), also called swish; LLaMA's MLP uses it). GPT and BERT use GELU, "
+                     "x * Phi(x): F.gelu(h) or 0.5 * h * (1 + torch.erf(h / math.sqrt(2))).", mlp_silu),
+        KnownMistake("b_up added after the GELU",
+                     "You add b_up after the activation. The bias belongs to the up-projection, inside the GELU: "
+                     "GELU(x @ W_up + b_up).", mlp_bias_after_gelu),
+        KnownMistake("residual added inside the MLP",
+                     "You return x + MLP(x). The MLP returns only its own output; the residual x + ... is added "
+                     "by the transformer block (exercise 07.3), which would otherwise add x twice.",
+                     mlp_with_residual),
+        KnownMistake("b_down forgotten",
+                     "You leave out b_down: the output is GELU(x @ W_up + b_up) @ W_down + b_down.",
+                     mlp_b_down_forgotten),
+        KnownMistake("b_up forgotten",
+                     "You leave out b_up: the hidden layer is GELU(x @ W_up + b_up), the bias inside the GELU.",
+                     mlp_b_up_forgotten),
     ],
 )
 
@@ -335,6 +426,45 @@ def block_stream_normalised(x, ln1, attn_weights, ln2, mlp_weights, n_heads, mas
     x = x + self_attention(x, *attn_weights, n_heads, mask=mask)
     x = BL.layer_norm(x, *ln2)
     return x + mlp(x, *mlp_weights)
+
+
+def block_one_residual(x, ln1, attn_weights, ln2, mlp_weights, n_heads, mask=None):
+    a = self_attention(BL.layer_norm(x, *ln1), *attn_weights, n_heads, mask=mask)
+    return x + mlp(BL.layer_norm(a, *ln2), *mlp_weights)  # one residual around both sub-layers
+
+
+def block_mlp_residual_from_input(x, ln1, attn_weights, ln2, mlp_weights, n_heads, mask=None):
+    h = x + self_attention(BL.layer_norm(x, *ln1), *attn_weights, n_heads, mask=mask)
+    return x + mlp(BL.layer_norm(h, *ln2), *mlp_weights)  # adds the block's input, not h
+
+
+def block_attention_residual_missing(x, ln1, attn_weights, ln2, mlp_weights, n_heads, mask=None):
+    x = self_attention(BL.layer_norm(x, *ln1), *attn_weights, n_heads, mask=mask)
+    return x + mlp(BL.layer_norm(x, *ln2), *mlp_weights)
+
+
+def block_no_ln2(x, ln1, attn_weights, ln2, mlp_weights, n_heads, mask=None):
+    x = x + self_attention(BL.layer_norm(x, *ln1), *attn_weights, n_heads, mask=mask)
+    return x + mlp(x, *mlp_weights)
+
+
+def block_no_ln1(x, ln1, attn_weights, ln2, mlp_weights, n_heads, mask=None):
+    x = x + self_attention(x, *attn_weights, n_heads, mask=mask)
+    return x + mlp(BL.layer_norm(x, *ln2), *mlp_weights)
+
+
+def block_norm_on_outputs(x, ln1, attn_weights, ln2, mlp_weights, n_heads, mask=None):
+    x = x + BL.layer_norm(self_attention(x, *attn_weights, n_heads, mask=mask), *ln1)
+    return x + BL.layer_norm(mlp(x, *mlp_weights), *ln2)
+
+
+def block_norms_swapped(x, ln1, attn_weights, ln2, mlp_weights, n_heads, mask=None):
+    return transformer_block(x, ln2, attn_weights, ln1, mlp_weights, n_heads, mask=mask)
+
+
+def block_mlp_first(x, ln1, attn_weights, ln2, mlp_weights, n_heads, mask=None):
+    x = x + mlp(BL.layer_norm(x, *ln2), *mlp_weights)
+    return x + self_attention(BL.layer_norm(x, *ln1), *attn_weights, n_heads, mask=mask)
 
 
 def block_named_steps(x, ln1, attn_weights, ln2, mlp_weights, n_heads, mask=None):
@@ -427,6 +557,33 @@ TRANSFORMER_BLOCK = Exercise(
                      "You overwrite x with LN(x) and then add the sub-layer to the normalised x. Keep the "
                      "un-normalised x on the residual path: x = x + attn(LN1(x)).",
                      block_stream_normalised),
+        KnownMistake("one residual around both sub-layers",
+                     "You add x only once, around attention and MLP together: x + mlp(LN2(attn(LN1(x)))). Each "
+                     "sub-layer has its own residual: x = x + attn(LN1(x)), then x = x + mlp(LN2(x)).",
+                     block_one_residual),
+        KnownMistake("MLP's residual adds the block's input",
+                     "Your MLP reads the updated stream, but its residual adds the block's INPUT x, so the attention "
+                     "update is lost. Keep the updated stream: h = x + attn(LN1(x)); return h + mlp(LN2(h)).",
+                     block_mlp_residual_from_input),
+        KnownMistake("missing residual around the attention",
+                     "The attention output replaces x instead of being added to it. Add it: "
+                     "x = x + attn(LN1(x)), then x = x + mlp(LN2(x)).", block_attention_residual_missing),
+        KnownMistake("no LayerNorm before the MLP",
+                     "Your MLP reads the stream x directly. In a pre-norm block each sub-layer reads a normalised "
+                     "copy: x = x + mlp(LN2(x)) with ln2's weight and bias.", block_no_ln2),
+        KnownMistake("no LayerNorm before the attention",
+                     "Your attention reads the stream x directly. In a pre-norm block each sub-layer reads a "
+                     "normalised copy: x = x + attn(LN1(x)) with ln1's weight and bias.", block_no_ln1),
+        KnownMistake("LayerNorm on the sub-layers' outputs",
+                     "You normalise what the sub-layers return (x + LN(attn(x)))). A pre-norm block normalises "
+                     "their INPUT: x = x + attn(LN1(x)), then x = x + mlp(LN2(x)).", block_norm_on_outputs),
+        KnownMistake("ln1 and ln2 swapped",
+                     "You use ln2 before the attention and ln1 before the MLP. ln1 belongs to the first sub-layer "
+                     "(attention), ln2 to the second (the MLP).", block_norms_swapped),
+        KnownMistake("MLP before the attention",
+                     "Your block runs the MLP first. The order is attention first (positions exchange "
+                     "information), then the MLP (each position on its own): x = x + attn(LN1(x)); "
+                     "x = x + mlp(LN2(x)).", block_mlp_first),
     ],
 )
 
@@ -457,6 +614,33 @@ def count_unembedding_tied(n_layers, d_model, n_heads, d_head, d_mlp, vocab_size
     c["total"] -= c["unembedding"]
     c["unembedding"] = 0
     return c
+
+
+def count_total_without_unembedding(n_layers, d_model, n_heads, d_head, d_mlp, vocab_size):
+    c = P.count_by_category(n_layers, d_model, n_heads, d_head, d_mlp, vocab_size)
+    c["total"] -= c["unembedding"]
+    return c
+
+
+def count_embedding_per_layer(n_layers, d_model, n_heads, d_head, d_mlp, vocab_size):
+    c = P.count_by_category(n_layers, d_model, n_heads, d_head, d_mlp, vocab_size)
+    extra = (n_layers - 1) * vocab_size * d_model
+    c["embedding"] += extra
+    c["unembedding"] += extra
+    c["total"] += 2 * extra
+    return c
+
+
+def count_mlp_biases(n_layers, d_model, n_heads, d_head, d_mlp, vocab_size):
+    c = P.count_by_category(n_layers, d_model, n_heads, d_head, d_mlp, vocab_size)
+    c["up_projection"] += n_layers * d_mlp
+    c["down_projection"] += n_layers * d_model
+    c["total"] += n_layers * (d_mlp + d_model)
+    return c
+
+
+def count_floats(n_layers, d_model, n_heads, d_head, d_mlp, vocab_size):
+    return {k: float(v) for k, v in P.count_by_category(n_layers, d_model, n_heads, d_head, d_mlp, vocab_size).items()}
 
 
 def count_loop_over_layers(n_layers, d_model, n_heads, d_head, d_mlp, vocab_size):
@@ -517,7 +701,8 @@ COUNT_BY_CATEGORY = Exercise(
     alternatives=[Alternative("a loop over the layers", count_loop_over_layers),
                   Alternative("one dict literal", count_dict_literal)],
     properties=[Property("total is the sum of the eight categories",
-                         "out['total'] should equal the sum of the eight category counts", _total_is_sum)],
+                         "out['total'] should equal the sum of the eight category counts", _total_is_sum,
+                         fires_for=("total without the unembedding",))],
     mistakes=[
         KnownMistake("one head only",
                      "Your W_Q, W_K, W_V, W_O counts are those of a single head. Each layer has n_heads heads "
@@ -535,6 +720,19 @@ COUNT_BY_CATEGORY = Exercise(
         KnownMistake("unembedding not counted",
                      "You count the unembedding as 0 (as if tied to the embedding). In this lesson's table "
                      "it is its own category: d_model * vocab_size.", count_unembedding_tied),
+        KnownMistake("total without the unembedding",
+                     "Every category is right but your total leaves out the unembedding. The total is the sum of all "
+                     "eight categories: sum(out[k] for k in the eight keys).", count_total_without_unembedding),
+        KnownMistake("embedding counted in every layer",
+                     "You multiply the embedding and the unembedding by n_layers. They exist once, at the bottom and "
+                     "the top of the stack: vocab_size * d_model each.", count_embedding_per_layer),
+        KnownMistake("MLP biases counted",
+                     "Your MLP counts include the biases (d_mlp and d_model per layer). The table counts only the "
+                     "weight MATRICES: d_model * d_mlp per layer for each of W_up and W_down.", count_mlp_biases),
+        KnownMistake("counts as floats",
+                     "Your counts are floats (a `/` somewhere, or float()). Counts of weights are whole numbers: use "
+                     "integer arithmetic (`*` and `//`) or int(...), so that 175181291520 prints without a .0 and "
+                     "stays exact.", count_floats),
     ],
 )
 
