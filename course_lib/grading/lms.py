@@ -99,7 +99,7 @@ def load_roster(path) -> Roster:
                           f"save it as 'CSV UTF-8'") from None
     if not text.strip():
         raise RosterError(f"{where}: empty; expected a header line {','.join(REQUIRED)}[,name] and one line per learner")
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
         header = next(reader)
         header_at = reader.line_num
@@ -126,6 +126,9 @@ def load_roster(path) -> Roster:
                 return cells[i].strip() if i is not None and i < len(cells) else ""
 
             row = RosterRow(cell("folder"), cell("lms_id"), cell("name"), line)
+            if any(ord(ch) < 32 or ord(ch) == 127 for ch in row.folder + row.lms_id + row.name):
+                raise RosterError(f"{where} line {line}: a control character in folder {row.folder!r}'s row; "
+                                  f"is it really a text CSV file?")
             if not row.folder:
                 raise RosterError(f"{where} line {line}: the folder is empty (lms_id {row.lms_id!r})")
             if not row.lms_id:
