@@ -153,6 +153,35 @@ def mask_draws_at_selected_only(input_ids, vocab_size, mask_id, special_ids, gen
     return _corrupt(input_ids, special_ids, u, r, random_ids, mask_id, mask_prob)
 
 
+def mask_random_and_kept_swapped(input_ids, vocab_size, mask_id, special_ids, generator, mask_prob=0.15):
+    u = torch.rand(input_ids.shape, generator=generator)
+    r = torch.rand(input_ids.shape, generator=generator)
+    random_ids = torch.randint(vocab_size, input_ids.shape, generator=generator)
+    swapped = torch.where(r >= 0.9, r - 0.1, torch.where(r >= 0.8, r + 0.1, r))  # random for r >= 0.9, kept below
+    return _corrupt(input_ids, special_ids, u, swapped, random_ids, mask_id, mask_prob)
+
+
+def mask_labels_inverted(input_ids, vocab_size, mask_id, special_ids, generator, mask_prob=0.15):
+    masked, labels = mask_tokens(input_ids, vocab_size, mask_id, special_ids, generator, mask_prob)
+    return masked, torch.where(labels == IGNORE_INDEX, input_ids, torch.full_like(input_ids, IGNORE_INDEX))
+
+
+def mask_random_ids_not_special(input_ids, vocab_size, mask_id, special_ids, generator, mask_prob=0.15):
+    u = torch.rand(input_ids.shape, generator=generator)
+    r = torch.rand(input_ids.shape, generator=generator)
+    low = max(special_ids) + 1 if len(special_ids) else 0  # "never draw a special token"
+    random_ids = torch.randint(low, vocab_size, input_ids.shape, generator=generator)
+    return _corrupt(input_ids, special_ids, u, r, random_ids, mask_id, mask_prob)
+
+
+def mask_prob_ignored(input_ids, vocab_size, mask_id, special_ids, generator, mask_prob=0.15):
+    return mask_tokens(input_ids, vocab_size, mask_id, special_ids, generator, 0.15)
+
+
+def mask_only_pad_special(input_ids, vocab_size, mask_id, special_ids, generator, mask_prob=0.15):
+    return mask_tokens(input_ids, vocab_size, mask_id, (0,), generator, mask_prob)  # [PAD] = 0 hard-coded
+
+
 def mask_where_alternative(input_ids, vocab_size, mask_id, special_ids, generator, mask_prob=0.15):
     """Alternative: torch.where throughout, specials compared one by one."""
     u = torch.rand(input_ids.shape, generator=generator)
@@ -235,7 +264,8 @@ MASK_TOKENS = Exercise(
                          "[CLS], [SEP] and [PAD] must never be corrupted and must have label -100",
                          _specials_untouched,
                          fires_for=("special tokens masked", "labels on every position",
-                                    "0 instead of -100 for unselected labels"))],
+                                    "0 instead of -100 for unselected labels", "labels inverted",
+                                    "only [PAD] treated as special"))],
     mistakes=[
         KnownMistake("80/10/10 rule missing",
                      "Every selected position becomes [MASK]. BERT replaces only 80 % of them by [MASK] "
@@ -271,6 +301,24 @@ MASK_TOKENS = Exercise(
         KnownMistake("draws only at the selected positions",
                      "You draw `r` and the random ids only for the selected positions (shape (N,)). The task "
                      "draws them for every position. " + DRAW_RULE, mask_draws_at_selected_only),
+        KnownMistake("random and unchanged bands swapped",
+                     "Your selected positions with r >= 0.9 get a random token and those with 0.8 <= r < 0.9 keep "
+                     "theirs. The rule: r < 0.8 -> mask_id, 0.8 <= r < 0.9 -> random_ids, r >= 0.9 -> unchanged.",
+                     mask_random_and_kept_swapped),
+        KnownMistake("labels inverted",
+                     "Your labels hold the token where a position was NOT selected and -100 where it was. The loss "
+                     "must see the selected positions: labels = input_ids where selected, -100 elsewhere.",
+                     mask_labels_inverted),
+        KnownMistake("random ids drawn above the special ids",
+                     "You draw the random tokens with torch.randint(low, vocab_size, ...) to avoid special ids. That "
+                     "is a reasonable idea, but it changes the draw: use torch.randint(vocab_size, input_ids.shape, "
+                     "generator=generator) as the task fixes it. " + DRAW_RULE, mask_random_ids_not_special),
+        KnownMistake("mask_prob ignored",
+                     "You select with 0.15 whatever `mask_prob` says. Compare u with the argument: u < mask_prob.",
+                     mask_prob_ignored),
+        KnownMistake("only [PAD] treated as special",
+                     "You protect only the id 0 ([PAD]). Every id in `special_ids` ([CLS], [SEP], [PAD], ...) must "
+                     "stay unselected: torch.isin(input_ids, torch.tensor(special_ids)).", mask_only_pad_special),
     ],
     alternatives=[Alternative("torch.where throughout", mask_where_alternative),
                   Alternative("a loop over the positions", mask_loop_alternative)],
@@ -331,6 +379,40 @@ def mlm_ignored_as_token_zero(logits, labels):
     return -logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).mean()
 
 
+def mlm_log_of_softmax(logits, labels):
+    keep = labels != IGNORE_INDEX
+    p = S.softmax(logits[keep], dim=-1)  # (N, V); a tiny probability rounds to 0, log(0) = -inf
+    return -torch.log(p.gather(-1, labels[keep].unsqueeze(-1))).mean()
+
+
+def mlm_all_columns(logits, labels):
+    keep = labels != IGNORE_INDEX
+    logp = S.log_softmax(logits[keep], dim=-1)  # (N, V)
+    return -logp[:, labels[keep]].mean()  # (N, N): every position's log-probability of EVERY target
+
+
+def mlm_log_softmax_over_positions(logits, labels):
+    keep = labels != IGNORE_INDEX
+    logp = S.log_softmax(logits, dim=1)[keep]  # over T, not over the vocabulary
+    return -logp.gather(-1, labels[keep].unsqueeze(-1)).mean()
+
+
+def mlm_divided_by_batch(logits, labels):
+    nll, keep = _nll_all(logits, labels)
+    return nll.sum() / logits.shape[0]
+
+
+def mlm_labels_positive(logits, labels):
+    keep = labels > 0  # drops the real target 0 too
+    logp = S.log_softmax(logits[keep], dim=-1)
+    return -logp.gather(-1, labels[keep].unsqueeze(-1)).mean()
+
+
+def mlm_targets_ignored(logits, labels):
+    keep = labels != IGNORE_INDEX
+    return -S.log_softmax(logits[keep], dim=-1).mean()
+
+
 def mlm_logsumexp(logits, labels):
     """Alternative: log-sum-exp minus the target logit, flattened."""
     flat, y = logits.reshape(-1, logits.shape[-1]), labels.reshape(-1)
@@ -347,15 +429,18 @@ def mlm_weighted_sum(logits, labels):
     return (nll * keep).sum() / keep.sum()
 
 
-def _mlm_case(gen, B, T, V, scale, group, note):
+def _mlm_case(gen, B, T, V, scale, group, note, target_drop=0.0):
     logits = _randn(gen, B, T, V, scale=scale)
     targets = torch.randint(0, V, (B, T), generator=gen)
+    targets[0, 1] = 0  # a masked token whose original id is 0 (a label of 0 is a real target)
     chosen = torch.rand(B, T, generator=gen) < 0.3
     chosen[:, 0] = False  # [CLS] is never a target
     for b in range(B):  # every row has at least one target, and rows have different counts
         chosen[b, 1 + b % (T - 1)] = True
     chosen[0, 1:] = True
     labels = torch.where(chosen, targets, torch.full_like(targets, IGNORE_INDEX))
+    if target_drop:  # each target's logit far below the others: p(target) ~ e^-99, a float32 subnormal (few bits)
+        logits.scatter_add_(-1, targets.unsqueeze(-1), torch.full((B, T, 1), -target_drop))
     return Case((logits, labels), {}, group, note)
 
 
@@ -365,8 +450,12 @@ def _mlm_cases(gen, hidden):
         cases.append(_mlm_case(gen, 4, 9, 20, 2.0, "basic", "B=4, T=9, V=20"))
         cases.append(_mlm_case(gen, 8, 12, 50, 1.0, "basic", "B=8, T=12, V=50"))
     cases.append(_mlm_case(gen, 2, 5, 7, 300.0, "large logits", "logits of size ~1000"))
+    cases.append(_mlm_case(gen, 2, 6, 8, 0.1, "large logits", "targets about 97 below the other logits",
+                           target_drop=97.0))
     if hidden:
         cases.append(_mlm_case(gen, 5, 7, 30, 400.0, "large logits", "B=5, logits of size ~1000"))
+        cases.append(_mlm_case(gen, 4, 8, 12, 0.1, "large logits", "B=4, targets about 97 below the others",
+                               target_drop=97.0))
     return cases
 
 
@@ -392,6 +481,27 @@ MLM_LOSS = Exercise(
                      "You replace the -100 labels by 0 and average over every position, so the model is "
                      "trained to predict token 0 wherever nothing was masked. Keep only labels != -100.",
                      mlm_ignored_as_token_zero),
+        KnownMistake("log of a softmax",
+                     "You take log(softmax(...)). For logits of size 1000 a target's probability rounds to 0 and "
+                     "log(0) = -inf. Use the log-softmax directly: torch.log_softmax(logits[keep], dim=-1) (or "
+                     "logits - torch.logsumexp(logits, dim=-1, keepdim=True)).", mlm_log_of_softmax),
+        KnownMistake("logp[:, targets] instead of logp[range(N), targets]",
+                     "You index logp[:, labels[keep]], an (N, N) table: every masked position's log-probability of "
+                     "EVERY target. Pick one entry per position: logp[torch.arange(N), labels[keep]].",
+                     mlm_all_columns),
+        KnownMistake("log-softmax over the positions",
+                     "Your log-softmax runs over dim=1, the positions. Each position's distribution is over the "
+                     "vocabulary, the last axis: log_softmax(logits, dim=-1).", mlm_log_softmax_over_positions),
+        KnownMistake("divided by the batch size",
+                     "You divide the summed loss by B, the number of sentences. The loss is the mean over the "
+                     "masked POSITIONS: divide by (labels != -100).sum().", mlm_divided_by_batch),
+        KnownMistake("labels > 0 instead of labels != -100",
+                     "You keep the positions with labels > 0, which also drops the masked positions whose original "
+                     "token is id 0. Only -100 means 'not selected': keep = labels != -100.", mlm_labels_positive),
+        KnownMistake("targets ignored (mean of all log-probabilities)",
+                     "You average the log-probabilities of EVERY vocabulary entry at the masked positions. The loss "
+                     "uses each position's label only: -logp[torch.arange(N), labels[keep]].mean().",
+                     mlm_targets_ignored),
     ],
 )
 
@@ -435,6 +545,38 @@ def head_softmax(hidden, W_pool, b_pool, W_cls, b_cls):
 
 def head_pooler_skipped(hidden, W_pool, b_pool, W_cls, b_cls):
     return hidden[:, 0] @ W_cls + b_cls
+
+
+def head_first_sequence(hidden, W_pool, b_pool, W_cls, b_cls):
+    return torch.tanh(hidden[0] @ W_pool + b_pool) @ W_cls + b_cls  # hidden[0]: the first SEQUENCE, (T, D)
+
+
+def head_relu(hidden, W_pool, b_pool, W_cls, b_cls):
+    return torch.relu(hidden[:, 0] @ W_pool + b_pool) @ W_cls + b_cls
+
+
+def head_pool_transposed(hidden, W_pool, b_pool, W_cls, b_cls):
+    return torch.tanh(hidden[:, 0] @ W_pool.T + b_pool) @ W_cls + b_cls
+
+
+def head_tanh_on_logits(hidden, W_pool, b_pool, W_cls, b_cls):
+    return torch.tanh(classifier_head(hidden, W_pool, b_pool, W_cls, b_cls))
+
+
+def head_max_pooling(hidden, W_pool, b_pool, W_cls, b_cls):
+    return torch.tanh(hidden.amax(dim=1) @ W_pool + b_pool) @ W_cls + b_cls
+
+
+def head_position_axis_kept(hidden, W_pool, b_pool, W_cls, b_cls):
+    return torch.tanh(hidden[:, :1] @ W_pool + b_pool) @ W_cls + b_cls  # (B, 1, C)
+
+
+def head_bias_after_tanh(hidden, W_pool, b_pool, W_cls, b_cls):
+    return (torch.tanh(hidden[:, 0] @ W_pool) + b_pool) @ W_cls + b_cls
+
+
+def head_log_softmax(hidden, W_pool, b_pool, W_cls, b_cls):
+    return S.log_softmax(classifier_head(hidden, W_pool, b_pool, W_cls, b_cls), dim=-1)
 
 
 def head_einsum(hidden, W_pool, b_pool, W_cls, b_cls):
@@ -487,7 +629,8 @@ CLASSIFIER_HEAD = Exercise(
     properties=[Property("reads only [CLS]",
                          "changing the vectors at positions 1..T-1 should not change the logits: the head reads "
                          "position 0, the [CLS] token", _same_output, _ignores_other_positions,
-                         fires_for=("[CLS] taken from the last position", "mean pooling instead of [CLS]"))],
+                         fires_for=("[CLS] taken from the last position", "mean pooling instead of [CLS]",
+                                    "max pooling instead of [CLS]", "hidden[0] instead of hidden[:, 0]"))],
     mistakes=[
         KnownMistake("[CLS] taken from the last position",
                      "You read hidden[:, -1], the last position (in a padded batch often [PAD]). BERT puts "
@@ -504,6 +647,30 @@ CLASSIFIER_HEAD = Exercise(
         KnownMistake("pooler skipped",
                      "You feed the [CLS] vector straight to the classifier. First the pooler: "
                      "pooled = tanh(cls @ W_pool + b_pool), then pooled @ W_cls + b_cls.", head_pooler_skipped),
+        KnownMistake("hidden[0] instead of hidden[:, 0]",
+                     "You take hidden[0], the first SENTENCE of the batch (all its T positions). The [CLS] vector of "
+                     "every sentence is position 0 of the second axis: hidden[:, 0], shape (B, D).",
+                     head_first_sequence),
+        KnownMistake("ReLU instead of tanh in the pooler",
+                     "Your pooler uses ReLU. BERT's pooler is tanh(cls @ W_pool + b_pool).", head_relu),
+        KnownMistake("W_pool transposed",
+                     "You multiply by W_pool.T. The weights here use the maths convention x @ W with W of shape "
+                     "(in, out): cls @ W_pool (only nn.Linear stores the transpose).", head_pool_transposed),
+        KnownMistake("tanh on the logits too",
+                     "You put the logits through tanh as well, which squashes them into (-1, 1). Only the pooler has "
+                     "a tanh; the classifier is linear: pooled @ W_cls + b_cls.", head_tanh_on_logits),
+        KnownMistake("max pooling instead of [CLS]",
+                     "You take the maximum over all positions. BERT's classifier reads the [CLS] vector, "
+                     "hidden[:, 0].", head_max_pooling),
+        KnownMistake("position axis kept",
+                     "Your logits have shape (B, 1, C): hidden[:, :1] keeps the position axis. hidden[:, 0] drops it "
+                     "and gives (B, D), then (B, C).", head_position_axis_kept),
+        KnownMistake("b_pool added after the tanh",
+                     "You add b_pool after the tanh. The bias belongs inside: tanh(cls @ W_pool + b_pool).",
+                     head_bias_after_tanh),
+        KnownMistake("log-probabilities instead of logits",
+                     "You return log_softmax of the scores. Return the raw logits: the cross-entropy applies the "
+                     "log-softmax itself.", head_log_softmax),
     ],
 )
 
