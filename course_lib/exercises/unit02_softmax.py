@@ -280,6 +280,11 @@ def temperature_square_root(logits, temperature):
     return S.softmax_with_temperature(logits, math.sqrt(temperature))
 
 
+def temperature_numerator_only(logits, temperature):
+    z = logits - logits.amax(dim=-1, keepdim=True)
+    return torch.exp(z / temperature) / torch.exp(z).sum(dim=-1, keepdim=True)  # T missing below
+
+
 def temperature_log_probs(logits, temperature):
     z = logits / temperature
     return z - torch.logsumexp(z, dim=-1, keepdim=True)
@@ -294,7 +299,8 @@ TEMPERATURE = Exercise(
     properties=[
         Property("rows sum to one", "probabilities over the vocabulary should add up to 1", _rows_sum_to_one,
                  fires_for=("log-probabilities instead of probabilities", "temperature applied to probabilities", "softmax over the wrong axis",
-                              "probabilities raised to 1/T, not renormalised", "no max subtraction")),
+                              "probabilities raised to 1/T, not renormalised", "no max subtraction",
+                              "temperature in the numerator only")),
         Property("finite", "your output has nan or inf: at a low temperature logits / T reach the hundreds and "
                  "exp overflows (exp(89) is inf in float32). Use a stable softmax: subtract each row's maximum of "
                  "logits / T first",
@@ -343,6 +349,10 @@ TEMPERATURE = Exercise(
                      "Your values are negative: you return log-probabilities (log_softmax). The task asks for the "
                      "probabilities themselves, softmax(logits / T), each between 0 and 1.",
                      temperature_log_probs),
+        KnownMistake("temperature in the numerator only",
+                     "You divide by T in exp(z / T) but not in the sum below it, sum(exp(z)). Both must use the same "
+                     "z / T: softmax(logits / T) = exp(z / T) / sum(exp(z / T)).",
+                     temperature_numerator_only),
     ],
 )
 
@@ -403,6 +413,24 @@ def sample_unnormalised(logits, temperature, generator):
     u = torch.rand(weights.shape[0], generator=generator)
     idx = (weights.cumsum(dim=-1) <= u.unsqueeze(-1)).sum(dim=-1)
     return idx.clamp(max=weights.shape[-1] - 1)
+
+
+def sample_u_per_entry(logits, temperature, generator):
+    probs = S.softmax_with_temperature(logits, temperature, dim=-1)  # (B, V)
+    u = torch.rand(probs.shape, generator=generator)  # (B, V): one number per ENTRY
+    return (probs.cumsum(dim=-1) <= u).sum(dim=-1).clamp(max=probs.shape[-1] - 1)
+
+
+def sample_cumsum_over_batch(logits, temperature, generator):
+    probs = S.softmax_with_temperature(logits, temperature, dim=-1)  # (B, V)
+    u = torch.rand(probs.shape[0], generator=generator)
+    return (probs.cumsum(dim=0) <= u.unsqueeze(-1)).sum(dim=-1).clamp(max=probs.shape[-1] - 1)
+
+
+def sample_one_minus_u(logits, temperature, generator):
+    probs = S.softmax_with_temperature(logits, temperature, dim=-1)  # (B, V)
+    u = 1.0 - torch.rand(probs.shape[0], generator=generator)  # as uniform as u, but another number
+    return (probs.cumsum(dim=-1) <= u.unsqueeze(-1)).sum(dim=-1).clamp(max=probs.shape[-1] - 1)
 
 
 def _sampling_cases(gen, hidden):
@@ -517,6 +545,20 @@ SAMPLE = Exercise(
                      "Your output has shape (B, 1): one column too many (it comes from torch.rand(B, 1) or "
                      "from searchsorted on a (B, 1) tensor). Return one id per row, shape (B,): .squeeze(-1).",
                      sample_kept_column),
+        KnownMistake("one u per vocabulary entry",
+                     "You draw a (B, V) tensor of uniform numbers, one per entry. Inverse-CDF sampling compares the "
+                     "whole cumulative row with ONE number per row: u = torch.rand(B, generator=generator), then "
+                     "(cdf <= u.unsqueeze(-1)).sum(dim=-1).",
+                     sample_u_per_entry),
+        KnownMistake("cumulative sum over the batch",
+                     "You take the cumulative sum over dim=0, down the batch. The CDF of each row runs along the "
+                     "vocabulary: probs.cumsum(dim=-1).",
+                     sample_cumsum_over_batch),
+        KnownMistake("1 - u instead of u",
+                     "You use 1 - u. That is just as uniform, but it picks other tokens than everybody else: so that "
+                     "samples are comparable (and gradeable), the task fixes the rule: u = torch.rand(B, "
+                     "generator=generator) and the first token whose cumulative probability exceeds u.",
+                     sample_one_minus_u),
     ],
 )
 
@@ -604,6 +646,17 @@ def _ce_cases(gen, hidden):
     return cases
 
 
+def ce_mean_over_table(logits, targets):
+    logp = S.log_softmax(logits, dim=-1)
+    one_hot = (targets.unsqueeze(-1) == torch.arange(logits.shape[-1])).float()  # (N, V)
+    return -(one_hot * logp).mean()  # divided by N * V, not by N
+
+
+def ce_naive_logsumexp(logits, targets):
+    lse = torch.log(torch.exp(logits).sum(dim=-1))  # exp overflows for logits near 1000
+    return (lse - logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)).mean()
+
+
 def ce_one_hot(logits, targets):
     logp = logits - torch.logsumexp(logits, dim=-1, keepdim=True)
     return -(torch.nn.functional.one_hot(targets, logits.shape[-1]) * logp).sum(dim=-1).mean()
@@ -642,7 +695,7 @@ CROSS_ENTROPY = Exercise(
                  "probability underflowed to 0 before the log. Use the log-softmax identity "
                  "log p_i = (x_i - m) - log sum_j exp(x_j - m) with m the row's maximum",
                  lambda case, out, derived: bool(torch.isfinite(torch.as_tensor(out, dtype=torch.float64)).all()),
-                 fires_for=("log of an unstable softmax", "log of a softmax")),
+                 fires_for=("log of an unstable softmax", "log of a softmax", "log-sum-exp without the max")),
     ],
     mistakes=[
         KnownMistake("log missing",
@@ -702,6 +755,15 @@ CROSS_ENTROPY = Exercise(
                      "Your loss has shape (1,) (from keepdim=True or a reshape). The loss is a 0-d tensor, "
                      "shape (): take the mean without keepdim, or .squeeze() it.",
                      ce_shape_one),
+        KnownMistake("mean over the whole (N, V) table",
+                     "You average one_hot * logp over ALL N * V entries, which divides the loss by V as well. Sum "
+                     "over the classes first, then average over the examples: -(one_hot * logp).sum(dim=-1).mean().",
+                     ce_mean_over_table),
+        KnownMistake("log-sum-exp without the max",
+                     "You compute log(sum(exp(logits))) directly; for logits near 1000 exp overflows to inf. Shift "
+                     "first: log sum exp(x) = m + log sum exp(x - m) with m the row's maximum (torch.logsumexp does "
+                     "exactly this).",
+                     ce_naive_logsumexp),
     ],
 )
 
