@@ -95,3 +95,70 @@ def grade_by_value(ex: core.Exercise, fn, hidden: bool = False, seed: int = 1234
         assert header["op"] == "outcome" and header["i"] == len(outcomes)
         outcomes.append(session.NotebookGrader._outcome(grader, header, blobs))
     return plan.judging_exercise().judge(plan.cases, plan.calls, outcomes)
+
+
+# ---------------------------------------------------------------------------------------------------
+# A learner's class, as the notebook hands it out
+# ---------------------------------------------------------------------------------------------------
+#
+# A module exercise's known mistakes and alternatives subclass the reference (convenient, and allowed by
+# ``allow_reference``), so they inherit its ``__init__`` and are graded with the reference's privileges.
+# A learner's class is none of that: it is the notebook's own ``class X(nn.Module)`` with the handed-out
+# ``__init__`` and their ``forward``. :func:`learner_class` builds exactly that class from the solution
+# notebook's exercise cell (its solution region replaced by the stub, as ``course_lib build`` does), so that
+# a forward pass can be graded the way a learner's would be: inline with ``run_local`` and through
+# :func:`grade_by_value` with ``allow_reference=False``.
+
+_ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+_STUBS: dict = {}
+_SAFE_IMPORTS = ("torch", "course_lib", "math")
+
+
+def _notebook_namespace(cells: list) -> dict:
+    """The names the notebook's import statements define (torch, math and course_lib only: no widgets or
+    plotting), taken from every code cell before the exercise that the grader runs."""
+    import ast
+
+    from course_lib.authoring import SKIP_TAGS
+
+    ns: dict = {"__name__": "__main__"}
+    for cell in cells:
+        if cell.get("cell_type") != "code" or set(cell.get("metadata", {}).get("tags", [])) & set(SKIP_TAGS):
+            continue
+        src = "".join(cell["source"])
+        try:
+            tree = ast.parse(src)
+        except SyntaxError:
+            continue
+        for node in tree.body:
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                mods = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                if all(m.split(".")[0] in _SAFE_IMPORTS for m in mods):
+                    exec(compile(ast.Module([node], []), "<notebook imports>", "exec"), ns)
+    return ns
+
+
+def notebook_stub_class(ex: core.Exercise) -> type:
+    """The exercise's ``nn.Module`` class exactly as the learner's notebook defines it, ``forward`` a stub."""
+    import json
+
+    from course_lib.authoring import exercise_id_of, strip_solution
+
+    hit = _STUBS.get(ex.id)
+    if hit is not None:
+        return hit
+    cells = json.loads((_ROOT / "solutions" / f"{ex.notebook}.ipynb").read_text(encoding="utf-8"))["cells"]
+    at = next(i for i, c in enumerate(cells) if c.get("cell_type") == "code"
+              and exercise_id_of("".join(c["source"])) == ex.id)
+    ns = _notebook_namespace(cells[:at])
+    src = strip_solution("".join(cells[at]["source"]), ex.id, f"{ex.notebook} cell {at}")
+    exec(compile(src, f"<{ex.notebook}: exercise {ex.id}>", "exec"), ns)
+    _STUBS[ex.id] = cls = ns[ex.function]
+    return cls
+
+
+def learner_class(ex: core.Exercise, forward) -> type:
+    """A learner's class for module exercise ``ex``: the notebook's ``__init__`` and this ``forward``
+    (a plain function ``forward(self, ...)``), with no tie to course_lib's reference."""
+    stub = notebook_stub_class(ex)
+    return type(ex.function, (stub,), {"forward": forward, "__module__": "__main__"})

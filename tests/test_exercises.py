@@ -26,7 +26,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from .by_value import grade_by_value
+from .by_value import grade_by_value, learner_class
 from course_lib.exercises import all_exercises, get, run_local
 from course_lib.exercises.core import (FORBIDDEN, NOT_ATTEMPTED, PASSED, Call, GeneratorSeed, ModuleInputs, compare,
                                        changed_input, parameter_names)
@@ -172,6 +172,22 @@ def test_alternative_passes(ex_id, name, hidden, path):
     report = (inline if path == "inline" else graded)(ex_id, "alternative", name, hidden)
     assert report.status == PASSED, f"{ex_id}: the correct alternative {name!r} fails: {report.message}"
     assert report.points == BY_ID[ex_id].points
+
+
+MODULE_ALTERNATIVES = [(e, n) for e, n in ALTERNATIVES if BY_ID[e].kind == "module"]
+
+
+@pytest.mark.parametrize("path", ["inline", "grader"])
+@pytest.mark.parametrize("ex_id,name", MODULE_ALTERNATIVES, ids=[f"{e}:{n}" for e, n in MODULE_ALTERNATIVES])
+def test_module_alternative_passes_as_the_learners_own_class(ex_id, name, path):
+    """A module alternative subclasses the reference; rebuilt on the notebook's own class (its __init__, this
+    forward, no tie to the reference) and graded without the reference's privileges, it passes too."""
+    ex = BY_ID[ex_id]
+    cls = learner_class(ex, _alternative(ex_id, name).fn.forward)
+    assert not issubclass(cls, ex.reference)
+    report = (run_local(ex, cls, seed=HIDDEN_SEED, hidden=True) if path == "inline"
+              else grade_by_value(ex, cls, hidden=True, seed=HIDDEN_SEED, allow_reference=False))
+    assert report.status == PASSED, f"{ex_id}: {name!r} as a learner's class fails: {report.message}"
 
 
 # ---------------------------------------------------------------------------------------------------
