@@ -97,6 +97,10 @@ def scores_float64(q, k):
     return A.attention_scores(q.double(), k.double())
 
 
+def scores_shape_one(q, k):
+    return q @ k.transpose(-2, -1) / math.sqrt(q.shape[1])  # shape[1] is d_k only for 2-D inputs
+
+
 def scores_power_precedence(q, k):
     return q @ k.transpose(-2, -1) / q.shape[-1] ** 1 / 2  # ** binds first: (d_k ** 1) / 2
 
@@ -113,7 +117,7 @@ ATTENTION_SCORES = Exercise(
                      "pushes the softmax into saturation; divide by math.sqrt(d_k) with d_k = q.shape[-1].",
                      scores_unscaled),
         KnownMistake("scaled by d_k instead of sqrt(d_k)",
-                     "You divide by d_k. The dot product of two d_k-dimensional vectors with unit-variance "
+                     "You divide by d_k (or by sqrt(d_k) twice). The dot product of two d_k-dimensional vectors with unit-variance "
                      "entries has variance d_k, i.e. standard deviation sqrt(d_k): divide by math.sqrt(d_k).",
                      scores_scaled_by_dk),
         KnownMistake("keys not transposed",
@@ -148,8 +152,14 @@ ATTENTION_SCORES = Exercise(
                      scores_float64),
         KnownMistake("d_k ** 1/2 read as (d_k ** 1) / 2",
                      "Your scores are divided by 2 d_k: in Python `d ** 1/2` means (d ** 1) / 2 because ** binds "
-                     "before /. Write d_k ** 0.5, (d_k ** (1/2)) or math.sqrt(d_k).",
+                     "before / (and `d ** -1/2` means (1 / d) / 2). Write d_k ** 0.5, d_k ** (1/2) or "
+                     "math.sqrt(d_k).",
                      scores_power_precedence),
+        KnownMistake("q.shape[1] instead of q.shape[-1]",
+                     "You take d_k = q.shape[1]. That is d_k only for a 2-D q; with a batch axis q.shape[1] is the "
+                     "number of queries (and with heads, the number of heads). d_k is always the LAST axis: "
+                     "q.shape[-1].",
+                     scores_shape_one),
     ],
 )
 
@@ -203,6 +213,20 @@ def sdpa_keys_as_values(q, k, v):
     return S.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1) @ k
 
 
+def sdpa_softmax_dim_one(q, k, v):
+    return S.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=1) @ v  # dim=1 hard-coded
+
+
+def sdpa_scaled_twice(q, k, v):
+    return A.scaled_dot_product_attention(q, k, v) / math.sqrt(q.shape[-1])  # the output divided too
+
+
+def sdpa_unstable_softmax(q, k, v):
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    e = torch.exp(scores)  # overflows once a score passes ~88.7
+    return (e / e.sum(dim=-1, keepdim=True)) @ v
+
+
 def sdpa_einsum(q, k, v):
     scores = torch.einsum("...id,...jd->...ij", q, k) / math.sqrt(q.shape[-1])
     w = torch.exp(scores - scores.amax(dim=-1, keepdim=True))
@@ -230,6 +254,15 @@ def _qkv_cases(gen, hidden):
     scale = 6.0
     cases.append(Case((_randn(gen, 2, 4, 8, scale=scale), _randn(gen, 2, 6, 8, scale=scale), _randn(gen, 2, 6, 3)),
                       {}, "large scores", "large queries and keys (a peaked softmax)"))
+    # scores in the hundreds: a softmax without the max subtraction overflows (exp(89) is inf in float32)
+    big = 12.0
+    cases.append(Case((_randn(gen, 1, 3, 8, scale=big), _randn(gen, 1, 5, 8, scale=big), _randn(gen, 1, 5, 2)),
+                      {}, "large scores", "scores in the hundreds (exp overflows without the max)"))
+    # two scores of 88.4 per row: each exp(88.4) ~ 2.5e38 is finite, their sum overflows float32 (max 3.4e38)
+    q = torch.tensor([[[10.0, 0, 0, 0], [0, 10.0, 0, 0]]])  # (1, 2, 4): 10 * k / sqrt(4) = 5 k
+    k = torch.tensor([[[17.68, 0.2, 0, 0], [17.68, -0.4, 0, 0], [0.6, 17.68, 0, 0], [-0.4, 17.68, 0, 0]]])
+    cases.append(Case((q, k, _randn(gen, 1, 4, 3)), {}, "large scores",
+                      "two scores of 88.4 per row (each exp finite, their sum is not)"))
     return cases
 
 
@@ -238,7 +271,11 @@ def _within_value_range(case, out, derived) -> bool:
     v = case.args[2]
     lo = v.amin(dim=-2, keepdim=True) - 1e-4  # (..., 1, d_v)
     hi = v.amax(dim=-2, keepdim=True) + 1e-4
-    return bool(((out >= lo) & (out <= hi)).all())
+    return bool(((out >= lo) & (out <= hi) | ~torch.isfinite(out)).all())  # nan and inf: the 'finite' property
+
+
+def _attention_finite(case, out, derived) -> bool:
+    return bool(torch.isfinite(out).all())
 
 
 def _permute_keys(case):
@@ -247,7 +284,7 @@ def _permute_keys(case):
 
 
 def _key_order_irrelevant(case, out, derived) -> bool:
-    return bool(torch.allclose(derived[0], out, atol=1e-5, rtol=1e-4))
+    return bool(torch.allclose(derived[0], out, atol=1e-5, rtol=1e-4, equal_nan=True))
 
 
 def sdpa_float64(q, k, v):
@@ -267,7 +304,13 @@ SDPA = Exercise(
                  "over the keys), so each coordinate lies between the smallest and largest value",
                  _within_value_range,
                  fires_for=("softmax over the query axis", "weights not applied to the values", "softmax missing",
-                            "divided by sqrt(d_k) after the softmax", "keys used as values")),
+                            "divided by sqrt(d_k) after the softmax", "keys used as values", "softmax over dim=1",
+                            "output divided by sqrt(d_k) as well", "softmax without the max subtraction")),
+        Property("finite",
+                 "your output has nan or inf although every input is finite: exp of a large score overflowed "
+                 "(exp(89) is inf in float32, inf / inf = nan). Subtract each row's maximum score before the exp "
+                 "(a stable softmax), or use torch.softmax",
+                 _attention_finite, fires_for=("softmax without the max subtraction",)),
         Property("order of the keys does not matter",
                  "reordering the keys together with their values should not change the output: attention "
                  "treats the keys as a set",
@@ -325,6 +368,20 @@ SDPA = Exercise(
                      "dtype=torch.float64 / from numpy (numpy's default is float64); if you converted on purpose, "
                      "convert back with .float().",
                      sdpa_float64),
+        KnownMistake("softmax over dim=1",
+                     "Your softmax runs over dim=1. That is the key axis only for a 2-D input; for a batch "
+                     "(B, T_q, T_k) dim=1 is the QUERY axis, with heads it is the heads. Use dim=-1, the keys, "
+                     "whatever the number of dimensions.",
+                     sdpa_softmax_dim_one),
+        KnownMistake("output divided by sqrt(d_k) as well",
+                     "You divide by sqrt(d_k) twice: the scores (right) and the output (wrong). Only the scores are "
+                     "scaled; the output is softmax(q k^T / sqrt(d_k)) @ v.",
+                     sdpa_scaled_twice),
+        KnownMistake("softmax without the max subtraction",
+                     "Your softmax computes exp(scores) directly. Scores in the hundreds overflow (exp(89) is inf in "
+                     "float32) and inf / inf = nan. Subtract each row's maximum first (your stable softmax of unit "
+                     "02), or use torch.softmax.",
+                     sdpa_unstable_softmax),
     ],
 )
 
@@ -401,6 +458,12 @@ class HeadQueriesAsValues(A.SelfAttentionHead):
     def forward(self, x):
         q = self.W_Q(x)
         return self.W_O(A.scaled_dot_product_attention(q, self.W_K(x), q))
+
+
+class HeadInputAsValues(A.SelfAttentionHead):
+    def forward(self, x):
+        q, k = self.W_Q(x), self.W_K(x)
+        return A.scaled_dot_product_attention(q, k, x)  # W_V and W_O skipped: the values are x itself
 
 
 class HeadOutputMapFirst(A.SelfAttentionHead):
@@ -516,6 +579,10 @@ SELF_ATTENTION_HEAD = Exercise(
         KnownMistake("queries used as keys",
                      "Your scores are q @ q^T: the keys come from W_Q too. k = self.W_K(x).",
                      HeadQueriesAsKeys),
+        KnownMistake("x itself used as the values",
+                     "You take the weighted sum of the input x, skipping W_V and W_O. The values are a learned map "
+                     "of x, v = self.W_V(x), and the head's output is self.W_O(weights @ v).",
+                     HeadInputAsValues),
     ],
 )
 
