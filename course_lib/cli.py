@@ -4,6 +4,7 @@
     course progress [FOLDER]         a learner's progress table (default: notebooks/)
     course grade SUBMISSIONS --out OUT   the autograder (see course_lib.grading)
     course grade --list-exercises
+    course gradescope build --out DIR    Gradescope's autograder.zip (see course_lib.grading.gradescope)
 """
 
 from __future__ import annotations
@@ -99,6 +100,11 @@ def make_parser() -> argparse.ArgumentParser:
                            description=(grading_cli.__doc__ or "").strip().splitlines()[0] if grading_cli.__doc__ else None)
         grading_cli.add_arguments(g)
         g.set_defaults(func=grading_cli.run)
+        from .grading import gradescope
+
+        gs = sub.add_parser("gradescope", help="Gradescope's autograder bundle: course gradescope build --out DIR")
+        gradescope.add_arguments(gs)
+        gs.set_defaults(func=gradescope.cli)
     return p
 
 
