@@ -228,11 +228,16 @@ def test_a_partial_submission_scores_what_course_grade_gives_with_the_bundles_se
     assert t["02.cross_entropy"]["score"] == 0 and "not attempted" in t["02.cross_entropy"]["output"]
     assert t["02.softmax_with_temperature"]["status"] == "passed"
     assert f"{NB} (1).ipynb (graded as {NB}.ipynb)" in data["output"]
-    # the same notebook graded by `course grade` with the bundle's seed: the same points, exercise by exercise
+    # The same notebook graded by `course grade` with the bundle's seed: the same points and the same
+    # messages, exercise by exercise. The softmax message quotes a value of the first failing hidden case
+    # ("expected 0.0169929, got nan"), which another seed would change.
     subs = tmp_path / "subs"
     write(subs, "learner", cells)
     res = grade(subs, tmp_path / "out", seed=SEED, jobs=1, limits=FAST, progress=False).results[0]
     assert {i: x["score"] for i, x in t.items()} == {i: pytest.approx(e["points"]) for i, e in res["exercises"].items()}
+    assert re.search(r"expected -?\d", res["exercises"]["02.stable_softmax"]["message"])
+    for ex_id, e in res["exercises"].items():
+        assert e["message"].strip() in t[ex_id]["output"]
 
 
 def test_a_broken_submission_scores_zero_with_its_errors_explained(bundle, tmp_path):
