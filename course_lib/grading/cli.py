@@ -1,10 +1,12 @@
 """Grade a class of submitted notebooks safely, fast and reproducibly.
 
-    course grade SUBMISSIONS --out OUT [--seed N] [--jobs N]
+    course grade SUBMISSIONS --out OUT [--seed N] [--jobs N] [--roster ROSTER.csv]
     course grade --list-exercises
 
-SUBMISSIONS holds one folder per student with any of the course notebooks (``<student>/02_softmax_sampling.ipynb``).
-OUT receives ``grades.csv``, ``results/<student>.json``, ``feedback/<student>.html`` and ``summary.png``.
+SUBMISSIONS holds one folder per student with any of the course notebooks (``<student>/02_softmax_sampling.ipynb``),
+or is nbgrader's ``submitted/`` folder (``<student>/<assignment>/02_softmax_sampling.ipynb``).
+OUT receives ``grades.csv``, ``results/<student>.json``, ``feedback/<student>.html`` and ``summary.png``;
+with ``--roster``, also ``lms.csv`` for the LMS (see :mod:`.lms`).
 Exit status 0 when grading completed (even when submissions were broken); 2 on misuse, with one line
 saying why.
 """
