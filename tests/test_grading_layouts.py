@@ -140,12 +140,11 @@ def test_learners_missing_from_either_side_are_reported(graded):
     assert s.lms.matched == 2 and [r.folder for r in s.lms.absent] == ["erin"]
     assert s.lms.unrostered == ["carol", "hal"]
     assert s.lms.line(out) == (f"{out}/lms.csv: 3 roster learners, 1 of them with no submission, 0 points ('erin'), "
-                               f"2 graded learner(s) not on the roster, written to {out}/lms-unmatched.csv instead "
+                               f"2 graded learners not on the roster, written to {out}/lms-unmatched.csv instead "
                                f"('carol', 'hal')")
     assert [w for w in s.warnings if "roster" in w] == [
-        f"2 graded learner(s) have no row in {graded['tmp'] / 'roster.csv'}: 'carol', 'hal'; they are not in "
-        f"lms.csv (see lms-unmatched.csv): add them to the roster and run the same command again (their grades "
-        f"are reused)"]
+        f"2 graded learners have no row in {graded['tmp'] / 'roster.csv'}: 'carol', 'hal'; not in lms.csv but in "
+        f"lms-unmatched.csv: add them to the roster and run the same command again (the grades are reused)"]
 
 
 def test_a_fixed_roster_reuses_every_grade_and_a_run_without_one_warns(graded, tmp_path):
@@ -380,3 +379,22 @@ def test_an_nbgrader_course_directory_is_refused_with_the_folder_to_give(tmp_pat
     assert str(e.value) == (f"{course} is an nbgrader course directory (it has submitted/ and nbgrader_config.py): "
                             f"grade its submitted folder, course grade {course}/submitted --out OUT")
     assert chosen(course / "submitted") == {"ada": {NB: f"ps1/{NB}.ipynb"}}
+
+
+def test_the_command_says_the_layout_and_the_lms_export_in_quiet_mode_too(tmp_path, capsys):
+    subs, out = tmp_path / "subs", tmp_path / "out"
+    for who in ("ada", "bob"):
+        write(subs, who, unit02(STUBS))  # stubs: graded without starting a worker
+    roster = tmp_path / "roster.csv"
+    roster.write_text("folder,lms_id\nada,s1\n")
+    code, said, err = cli(capsys, "grade", subs, "--out", out, "--roster", roster, "--seed", 1, "-q")
+    assert code == 0, err
+    lines = said.splitlines()
+    assert lines[:2] == [f"Found one folder per learner: 2 students in {subs}/",
+                         f"{out}/lms.csv: 1 roster learner, 1 graded learner not on the roster, written to "
+                         f"{out}/lms-unmatched.csv instead ('bob')"]
+    assert lines[2].startswith("course grade: 2 students, 2 notebooks graded") and len(lines) == 3
+    assert err.strip() == (f"warning: 1 graded learner has no row in {roster}: 'bob'; not in lms.csv but in "
+                           f"lms-unmatched.csv: add them to the roster and run the same command again (the grades "
+                           f"are reused)")
+    assert (out / "lms.csv").read_text() == f"Student,ID,SIS User ID,SIS Login ID,Section,{NB}\nada,,s1,s1,,0\n"

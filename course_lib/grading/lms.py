@@ -166,20 +166,25 @@ class LmsExport:
 
     def line(self, out) -> str:
         """One line for the terminal."""
-        parts = [f"{out}/{LMS_FILE}: {self.matched + len(self.absent)} roster learners"]
+        parts = [f"{out}/{LMS_FILE}: {_count(self.matched + len(self.absent), 'roster learner')}"]
         if self.absent:
             parts.append(f"{len(self.absent)} of them with no submission, 0 points ({_names(r.folder for r in self.absent)})")
         if self.unrostered:
-            parts.append(f"{len(self.unrostered)} graded learner(s) not on the roster, written to "
+            parts.append(f"{_count(len(self.unrostered), 'graded learner')} not on the roster, written to "
                          f"{out}/{UNMATCHED_FILE} instead ({_names(self.unrostered)})")
         return ", ".join(parts)
 
     def warning(self, roster_path) -> Optional[str]:
         if not self.unrostered:
             return None
-        return (f"{len(self.unrostered)} graded learner(s) have no row in {roster_path}: "
-                f"{_names(self.unrostered)}; they are not in {LMS_FILE} (see {UNMATCHED_FILE}): add them to the "
-                f"roster and run the same command again (their grades are reused)")
+        n = len(self.unrostered)
+        return (f"{_count(n, 'graded learner')} {'has' if n == 1 else 'have'} no row in {roster_path}: "
+                f"{_names(self.unrostered)}; not in {LMS_FILE} but in {UNMATCHED_FILE}: add them to the roster "
+                f"and run the same command again (the grades are reused)")
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def _names(names, limit: int = 5) -> str:
