@@ -587,6 +587,11 @@ def nn_drop_the_top_one(query, W_E, k, exclude=()):
     return top.indices[1:], top.values[1:]
 
 
+def nn_drop_first_len_exclude(query, W_E, k, exclude=()):
+    top = cosine_similarity(W_E, query).topk(k + len(exclude))  # "the excluded ones come first"
+    return top.indices[len(exclude):], top.values[len(exclude):]
+
+
 def nn_k_before_excluding(query, W_E, k, exclude=()):
     sims = cosine_similarity(W_E, query)
     first_k = sims.argsort(descending=True)[:k].tolist()  # the top k, THEN the excluded ones removed
@@ -648,6 +653,15 @@ def _nn_cases(gen, hidden):
         W_E = _vocab(gen, V, D)
         cases.append(Case((_randn(gen, D), W_E, k), {"exclude": ()}, "any vector",
                           f"a new vector among {V} words, k={k}, nothing excluded"))
+    # the excluded ids are the 2nd and 5th most similar, not the top: skipping the first len(exclude) results
+    # instead of excluding those ids fails here
+    for V, D, k in [(20, 6, 4)] + ([(50, 8, 6)] if hidden else []):
+        W_E = _vocab(gen, V, D)
+        query = _randn(gen, D)
+        order = cosine_similarity(W_E, query).argsort(descending=True).tolist()
+        exclude = (order[1], order[4])
+        cases.append(Case((query, W_E, k), {"exclude": exclude}, "any vector",
+                          f"a new vector among {V} words, k={k}, excluding its 2nd and 5th most similar words"))
     # most words point away from the query: some of the k neighbours have a NEGATIVE cosine, so an excluded
     # word whose similarity was set to 0 (instead of -inf) would still make the list
     for V, D, k in [(10, 4, 5)] + ([(30, 8, 12)] if hidden else []):
@@ -727,6 +741,11 @@ NEAREST = Exercise(
                      "Your ids are right (ranked by cosine), but the similarities you return are plain dot products "
                      "W_E[ids] @ query. Return the cosines you ranked by, between -1 and 1.",
                      nn_dot_values_of_cosine_ranking),
+        KnownMistake("first len(exclude) results dropped",
+                     "You take the top k + len(exclude) and drop the first len(exclude), assuming the excluded ids "
+                     "are the most similar. They need not be (one case excludes the 2nd and 5th most similar "
+                     "words): set the similarities of the ids in `exclude` to -inf, then take the top k.",
+                     nn_drop_first_len_exclude),
     ],
 )
 
