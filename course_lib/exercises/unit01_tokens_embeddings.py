@@ -108,6 +108,13 @@ def one_hot_inverted(ids, vocab_size):
     return (ids.unsqueeze(-1) != torch.arange(vocab_size)).float()  # 0 at the id, 1 elsewhere
 
 
+def one_hot_int32(ids, vocab_size):
+    return (ids.unsqueeze(-1) == torch.arange(vocab_size)).int()
+
+
+def one_hot_one_column_too_few(ids, vocab_size):
+    return (ids.unsqueeze(-1) == torch.arange(vocab_size - 1)).float()  # (..., V - 1)
+
 def one_hot_eye_rows(ids, vocab_size):
     return torch.eye(vocab_size)[ids]  # row i of the identity is e_i
 
@@ -140,8 +147,8 @@ ONE_HOT = Exercise(
     reference=one_hot, make_cases=_one_hot_cases, forbidden=[ONE_HOT_BUILTINS],
     alternatives=[Alternative("rows of torch.eye", one_hot_eye_rows), Alternative("scatter_", one_hot_scatter)],
     properties=[Property("exactly one 1 per vector", "each one-hot vector has a single 1.0 and zeros elsewhere",
-                         _rows_are_one_hot, fires_for=("vocabulary axis first", "a 1 at every id of the input",
-                                    "zeros and ones swapped"))],
+                         _rows_are_one_hot, fires_for=("a 1 at every id of the input", "one column too few",
+                                                       "vocabulary axis first", "zeros and ones swapped"))],
     mistakes=[
         KnownMistake("off by one (1-based ids)",
                      "Your 1s sit one position too early: token ids start at 0, so id i sets position i "
@@ -186,6 +193,14 @@ ONE_HOT = Exercise(
                      "one-hot vector is 1 at the token's own position and 0 elsewhere: ids.unsqueeze(-1) == "
                      "torch.arange(vocab_size).",
                      one_hot_inverted),
+        KnownMistake("int32 one-hot instead of float",
+                     "Your one-hot vectors are int32 (.int()). They will be multiplied with a float matrix "
+                     "(one_hot @ W_E): make them float32 with .float().",
+                     one_hot_int32),
+        KnownMistake("one column too few",
+                     "Your vectors have vocab_size - 1 entries, so the last id, vocab_size - 1, has no position. "
+                     "Ids run from 0 to vocab_size - 1: torch.arange(vocab_size) gives all vocab_size positions.",
+                     one_hot_one_column_too_few),
     ],
 )
 
@@ -242,6 +257,21 @@ def _embed_cases(gen, hidden):
                           "a (2, 3, 4) batch, square W_E (12, 12)"))
     return cases
 
+
+def embed_averaged(ids, W_E):
+    return W_E[ids].mean(dim=-2)
+
+
+def embed_output_transposed(ids, W_E):
+    return W_E[ids].T  # (D, N) for a 1-D ids
+
+
+def embed_ids_ignored(ids, W_E):
+    return W_E[torch.arange(ids.numel())].reshape(*ids.shape, W_E.shape[1])  # the first N rows
+
+
+def embed_one_row_too_far(ids, W_E):
+    return W_E[(ids + 1).clamp(max=W_E.shape[0] - 1)]
 
 def embed_float64(ids, W_E):
     return embed(ids, W_E).double()
@@ -304,6 +334,22 @@ EMBED = Exercise(
                      "You add up the rows of all ids (a 'bag of words', one vector per sequence). The lookup keeps "
                      "one vector PER id: W_E[ids] has shape ids.shape + (D,), nothing is summed.",
                      embed_summed),
+        KnownMistake("rows averaged over the ids",
+                     "You average the rows of all ids (one vector per sequence). The lookup keeps one vector PER id: "
+                     "W_E[ids] has shape ids.shape + (D,), nothing is averaged.",
+                     embed_averaged),
+        KnownMistake("output transposed",
+                     "Your output is transposed, (D, N) instead of (N, D). W_E[ids] already has one row per id: "
+                     "return it as it is.",
+                     embed_output_transposed),
+        KnownMistake("ids ignored (the first rows)",
+                     "You return the first N rows of W_E whatever the ids are. Index W_E with the ids themselves: "
+                     "W_E[ids].",
+                     embed_ids_ignored),
+        KnownMistake("off by one (id + 1)",
+                     "You return the row after the right one. Token id i selects row i of W_E: ids start at 0, so "
+                     "no + 1 is needed.",
+                     embed_one_row_too_far),
     ],
 )
 
@@ -413,6 +459,25 @@ def cosine_squared(a, b):
     return (a * b).sum(-1) ** 2 / ((a * a).sum(-1) * (b * b).sum(-1))
 
 
+def cosine_sqrt_of_lengths(a, b):
+    return (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1)).sqrt()
+
+
+def cosine_clamped_at_zero(a, b):
+    return cosine_similarity(a, b).clamp(0, 1)
+
+
+def cosine_projection(a, b):
+    return (a * b).sum(-1) / a.norm(dim=-1) ** 2
+
+
+def cosine_euclidean_distance(a, b):
+    return ((a - b) ** 2).sum(-1).sqrt()
+
+
+def cosine_dot_of_whole_tensor(a, b):
+    return (a * b).sum() / (a.norm(dim=-1) * b.norm(dim=-1))  # one dot product for all rows
+
 def cosine_float64(a, b):
     return cosine_similarity(a.double(), b.double())
 
@@ -431,13 +496,17 @@ COSINE = Exercise(
     properties=[
         Property("between -1 and 1", "a cosine lies between -1 (opposite) and 1 (same direction)",
                  _in_minus_one_one,
-                 fires_for=("unnormalised (plain dot product)", "only one vector normalised", "cosine distance (1 - cos)",
-                            "keepdim=True on the lengths", "divided by squared lengths",
-                            "lengths added instead of multiplied")),
+                 fires_for=("Euclidean distance instead of cosine", "cosine distance (1 - cos)",
+                            "divided by squared lengths", "divided by |a|^2 (a projection)",
+                            "dot product over the whole tensor", "keepdim=True on the lengths",
+                            "lengths added instead of multiplied", "only one vector normalised",
+                            "square root of the lengths", "unnormalised (plain dot product)")),
         Property("ignores the lengths", "scaling a or b by a positive number must not change their cosine",
                  _scale_invariant, _scaled_inputs,
-                 fires_for=("unnormalised (plain dot product)", "only one vector normalised", "divided by squared lengths",
-                            "lengths clamped", "lengths added instead of multiplied")),
+                 fires_for=("Euclidean distance instead of cosine", "divided by squared lengths",
+                            "divided by |a|^2 (a projection)", "lengths added instead of multiplied",
+                            "lengths clamped", "only one vector normalised", "square root of the lengths",
+                            "unnormalised (plain dot product)")),
     ],
     mistakes=[
         KnownMistake("unnormalised (plain dot product)",
@@ -514,6 +583,26 @@ COSINE = Exercise(
                      "(a . b)^2 by the squared lengths, or forgot a square root. cos = a . b / (|a| |b|), with "
                      "|a| = sqrt(sum of squares).",
                      cosine_squared),
+        KnownMistake("square root of the lengths",
+                     "You divide by sqrt(|a| |b|). The lengths are already square roots (of sums of squares): divide "
+                     "by their product itself, a.norm(dim=-1) * b.norm(dim=-1).",
+                     cosine_sqrt_of_lengths),
+        KnownMistake("negative cosines clamped to 0",
+                     "Your similarities are never below 0: you clamp them. A cosine runs from -1 (opposite "
+                     "directions) to 1; keep the negative values.",
+                     cosine_clamped_at_zero),
+        KnownMistake("divided by |a|^2 (a projection)",
+                     "You divide the dot product by |a|^2: that is the length of b's projection onto a, in units of "
+                     "|a|. The cosine divides by |a| |b|.",
+                     cosine_projection),
+        KnownMistake("Euclidean distance instead of cosine",
+                     "You return the distance |a - b|. The cosine similarity compares directions: "
+                     "a . b / (|a| |b|), 1 for the same direction.",
+                     cosine_euclidean_distance),
+        KnownMistake("dot product over the whole tensor",
+                     "Your dot product sums over ALL entries ((a * b).sum() without dim), one number for every row. "
+                     "Each pair of vectors has its own dot product: (a * b).sum(dim=-1).",
+                     cosine_dot_of_whole_tensor),
     ],
 )
 
@@ -617,6 +706,19 @@ def nn_dot_values_of_cosine_ranking(query, W_E, k, exclude=()):
     ids, _ = nearest_neighbours(query, W_E, k, exclude)
     return ids, W_E[ids] @ query  # ranked by cosine, but the dot products returned
 
+
+def nn_unsorted_topk(query, W_E, k, exclude=()):
+    sims = cosine_similarity(W_E, query)
+    sims[list(exclude)] = float("-inf")
+    top = sims.topk(k, sorted=False)  # the right k, in no promised order
+    return top.indices, top.values
+
+
+def nn_only_query_normalised(query, W_E, k, exclude=()):
+    sims = W_E @ (query / query.norm())  # the rows' lengths kept
+    sims[list(exclude)] = float("-inf")
+    top = sims.topk(k)
+    return top.indices, top.values
 
 def nn_masked_where(query, W_E, k, exclude=()):
     sims = (W_E / W_E.norm(dim=-1, keepdim=True)) @ (query / query.norm())  # (V,)
@@ -746,6 +848,15 @@ NEAREST = Exercise(
                      "are the most similar. They need not be (one case excludes the 2nd and 5th most similar "
                      "words): set the similarities of the ids in `exclude` to -inf, then take the top k.",
                      nn_drop_first_len_exclude),
+        KnownMistake("topk(sorted=False)",
+                     "You call topk(k, sorted=False): the right k words, but not most similar first. Keep the "
+                     "default sorted=True (or sort them), so that ids[0] is the nearest neighbour.",
+                     nn_unsorted_topk),
+        KnownMistake("only the query normalised",
+                     "You divide by the query's length but not by the rows': W_E @ (query / |query|) still favours "
+                     "long rows. Divide each row's dot product by that row's length too: "
+                     "(W_E @ query) / (W_E.norm(dim=-1) * query.norm()).",
+                     nn_only_query_normalised),
     ],
 )
 
@@ -824,6 +935,26 @@ def analogy_excluded_set_to_zero(a, b, c, W_E, k=1):
     top = sims.topk(k)
     return top.indices, top.values
 
+
+def analogy_c_not_normalised(a, b, c, W_E, k=1):
+    u = _unit_rows(W_E)
+    return nearest_neighbours(u[b] - u[a] + W_E[c], W_E, k, exclude=(a, b, c))
+
+
+def analogy_c_forgotten(a, b, c, W_E, k=1):
+    u = _unit_rows(W_E)
+    return nearest_neighbours(u[b] - u[a], W_E, k, exclude=(a, b, c))
+
+
+def analogy_offset_normalised(a, b, c, W_E, k=1):
+    u = _unit_rows(W_E)
+    offset = u[b] - u[a]
+    return nearest_neighbours(offset / offset.norm() + u[c], W_E, k, exclude=(a, b, c))
+
+
+def analogy_only_b_excluded(a, b, c, W_E, k=1):
+    u = _unit_rows(W_E)
+    return nearest_neighbours(u[b] - u[a] + u[c], W_E, k, exclude=(b,))
 
 def analogy_masked_einsum(a, b, c, W_E, k=1):
     u = _unit_rows(W_E)
@@ -951,6 +1082,20 @@ ANALOGY = Exercise(
                      "candidate pointing away from the target and a, b or c make the list: set them to "
                      "float('-inf').",
                      analogy_excluded_set_to_zero),
+        KnownMistake("c's row not normalised",
+                     "You normalise a and b but add c's raw row: a long c dominates the target. Use the unit row of "
+                     "every word: u_b - u_a + u_c with u = W_E / W_E.norm(dim=-1, keepdim=True).",
+                     analogy_c_not_normalised),
+        KnownMistake("c forgotten",
+                     "Your target is u_b - u_a: the offset alone. Apply the offset to c: u_b - u_a + u_c.",
+                     analogy_c_forgotten),
+        KnownMistake("offset normalised before adding c",
+                     "You scale the offset u_b - u_a to length 1 before adding u_c, which changes its weight against "
+                     "c. Add the unit rows as they are: u_b - u_a + u_c.",
+                     analogy_offset_normalised),
+        KnownMistake("only b excluded",
+                     "You exclude b only. a and c must never be the answer either: exclude=(a, b, c).",
+                     analogy_only_b_excluded),
     ],
 )
 
