@@ -22,9 +22,9 @@ The roster maps each learner's folder to their id in the LMS::
   is in ``course grade --list-exercises``). There is no total column: Moodle refuses imported grades
   above 100 by default and the course has more points than that; both LMS add the units up themselves.
 * One row per roster row, in the roster's order. A roster learner with no submission folder gets 0 in
-  every unit column, as ``grades.csv`` gives 0 for a notebook that was not handed in: an empty cell
-  would mean "leave the grade as it is" to Canvas but "remove the grade" to Moodle, while 0 means the
-  same to both.
+  every unit column, as ``grades.csv`` gives 0 for a notebook that was not handed in. An empty cell
+  would mean "no grade" to both: Moodle clears a grade already there, and Canvas's current score leaves
+  ungraded work out, so a learner who handed in nothing would not lose the unit's points.
 * No other rows: no "Points Possible" row (Moodle would read it as a learner), and no row for a graded
   learner whose folder is not on the roster: Moodle aborts a whole import at a row whose user it cannot
   find, and a row with an empty id would be read as the previous learner's. Those learners are written
