@@ -745,7 +745,7 @@ def _vocab(gen, V, D):
 
 def _nn_cases(gen, hidden):
     cases = []
-    sizes = [(12, 4, 3)] + ([(40, 8, 5), (100, 16, 10)] if hidden else [])
+    sizes = [(12, 4, 3), (30, 6, 5)] + ([(40, 8, 5), (100, 16, 10)] if hidden else [])
     for V, D, k in sizes:
         W_E = _vocab(gen, V, D)
         word = int(torch.randint(0, V, (1,), generator=gen))
