@@ -263,7 +263,8 @@ def embed_averaged(ids, W_E):
 
 
 def embed_output_transposed(ids, W_E):
-    return W_E[ids].T  # (D, N) for a 1-D ids
+    rows = W_E[ids]
+    return rows.permute(*reversed(range(rows.dim())))  # what rows.T does: (D, N) for a 1-D ids
 
 
 def embed_ids_ignored(ids, W_E):
