@@ -18,6 +18,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 import zipfile
 from pathlib import Path
@@ -27,6 +28,7 @@ import torch
 
 from course_lib.exercises import all_exercises
 from course_lib.grading import grade
+from course_lib.grading.sandbox import find_bwrap
 from tests.grading_fixtures.build import CORRECT, NB, stub, unit02, write
 from tests.grading_fixtures.faults import softmax_cell
 from tests.test_grading_run import FAST, cli
@@ -129,7 +131,7 @@ def check_format(data: dict, exercises: list = UNIT02) -> None:
     assert str(SEED) not in json.dumps(data)
 
 
-def tests_by_id(data: dict) -> dict:
+def by_exercise(data: dict) -> dict:
     return {t["extra_data"]["exercise"]: t for t in data["tests"]}
 
 
@@ -220,7 +222,7 @@ def test_a_partial_submission_scores_what_course_grade_gives_with_the_bundles_se
     cells = unit02({"02.stable_softmax": no_max, "02.cross_entropy": stub("02.cross_entropy")})
     write(root / "submission", ".", cells, name=f"{NB} (1).ipynb")  # a browser's renamed download
     data = run_autograder(root, "partial")
-    t = tests_by_id(data)
+    t = by_exercise(data)
     assert 0 < data["score"] < 11
     soft = t["02.stable_softmax"]
     assert soft["status"] == "failed" and 0 < soft["score"] < 3
@@ -240,8 +242,19 @@ def test_a_partial_submission_scores_what_course_grade_gives_with_the_bundles_se
         assert e["message"].strip() in t[ex_id]["output"]
 
 
-def test_a_broken_submission_scores_zero_with_its_errors_explained(bundle, tmp_path):
-    root = autograder_root(tmp_path, bundle)
+@pytest.fixture
+def outside_tmp():
+    """A folder outside /tmp: bubblewrap gives workers a private /tmp, which would hide anything under it
+    whether or not the grader hides it; Gradescope's /autograder is not under /tmp either."""
+    d = Path(tempfile.mkdtemp(prefix="gradescope-test-", dir="/var/tmp"))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def test_a_broken_submission_scores_zero_with_its_errors_explained(bundle, outside_tmp):
+    root = autograder_root(outside_tmp, bundle)
+    seed_file = root / "source" / "private" / "seed.json"
+    steal = f"raise RuntimeError('the seed: ' + open({str(seed_file)!r}).read())"  # learner code
     cells = unit02({"02.stable_softmax": softmax_cell("return x.exp(  # unclosed"),
                     "02.softmax_with_temperature": "# EXERCISE: 02.softmax_with_temperature\n"
                                                    "def softmax_with_temperature(logits, temperature):\n"
@@ -250,10 +263,10 @@ def test_a_broken_submission_scores_zero_with_its_errors_explained(bundle, tmp_p
                                             "def sample_next_token(logits, temperature, generator):\n"
                                             "    raise ValueError('not sure yet')",
                     "02.cross_entropy": None},  # the exercise cell deleted
-                   extra_before=["import not_a_module_anybody_has"])
+                   extra_before=["import not_a_module_anybody_has", steal])
     write(root / "submission", "a/b", cells)
-    data = run_autograder(root, "broken")
-    t = tests_by_id(data)
+    data = run_autograder(root, "broken")  # checks too that the seed appears nowhere in results.json
+    t = by_exercise(data)
     assert data["score"] == 0 and all(x["status"] == "failed" for x in data["tests"])
     assert "SyntaxError" in t["02.stable_softmax"]["output"]
     assert "NameError" in t["02.softmax_with_temperature"]["output"] and "Traceback (your code)" in \
@@ -261,6 +274,10 @@ def test_a_broken_submission_scores_zero_with_its_errors_explained(bundle, tmp_p
     assert "ValueError: not sure yet" in t["02.sample_next_token"]["output"]
     assert t["02.cross_entropy"]["output"].startswith("missing:")
     assert "raised ModuleNotFoundError" in data["output"]
+    # The bundle's seed is out of the learner's reach: not mounted under bubblewrap, root-only without it.
+    if find_bwrap()[0] is not None or os.geteuid() == 0:
+        assert re.search(r"cell \d+ raised (FileNotFoundError|PermissionError)", data["output"]), data["output"]
+    assert seed_file.is_file()
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -452,9 +452,11 @@ def _grade(root: Path, config: dict, seed: int, t0: float) -> dict:
         from .runner import UsageError, grade
 
         limits = Limits(**{k: v for k, v in config.get("limits", {}).items() if k in Limits.__dataclass_fields__})
+        # Always graded afresh (regrade): Gradescope starts every run in a fresh container anyway, and a
+        # result reused from an earlier run here could carry a failure of that run's set-up.
         try:
             summary = grade(stage, private, seed=seed, jobs=_cpus(), limits=limits, sandbox="auto",
-                            units=config["units"], progress=False, stream=sys.stdout)
+                            units=config["units"], regrade=(LEARNER,), progress=False, stream=sys.stdout)
         except UsageError as e:
             raise RuntimeError(f"the grader refused to run: {e}") from None
     result = summary.results[0]
