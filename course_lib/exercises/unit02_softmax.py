@@ -136,6 +136,20 @@ def softmax_float64(x, dim=-1):
     return S.softmax(x.double(), dim=dim)
 
 
+def softmax_logits_clamped(x, dim=-1):
+    z = x.clamp(-80.0, 80.0)  # "so that exp cannot overflow"
+    return torch.exp(z) / torch.exp(z).sum(dim=dim, keepdim=True)
+
+
+def softmax_plus_one_below(x, dim=-1):
+    e = torch.exp(x - x.amax(dim=dim, keepdim=True))
+    return e / (e.sum(dim=dim, keepdim=True) + 1.0)
+
+
+def softmax_max_over_last_axis(x, dim=-1):
+    e = torch.exp(x - x.amax(dim=-1, keepdim=True))  # the max over the LAST axis, the sum over `dim`
+    return e / e.sum(dim=dim, keepdim=True)
+
 def softmax_divided_by_max(x, dim=-1):
     e = torch.exp(x - x.amax(dim=dim, keepdim=True))
     return e / e.amax(dim=dim, keepdim=True)
@@ -151,15 +165,18 @@ STABLE_SOFTMAX = Exercise(
     forbidden=[SOFTMAX_BUILTINS],
     properties=[
         Property("rows sum to one", "the probabilities along `dim` should add up to 1", _rows_sum_to_one,
-                 fires_for=("divided by the max instead of the sum", "softmax over the wrong axis", "sum over the whole tensor", "max over the whole tensor",
-                              "no max subtraction", "sum without keepdim", "returns the log-softmax",
-                              "dim ignored (always the last axis)", "max subtracted in the numerator only")),
+                 fires_for=("1 added to the denominator", "dim ignored (always the last axis)",
+                            "divided by the max instead of the sum", "max over the whole tensor",
+                            "max subtracted in the numerator only", "no max subtraction",
+                            "returns the log-softmax", "softmax over the wrong axis",
+                            "sum over the whole tensor", "sum without keepdim")),
         Property("finite", "your output has nan or inf where every probability is finite: an exp overflowed "
                  "(inf / inf) or a whole slice underflowed to 0 (0 / 0). Subtract each slice's OWN maximum along "
                  "`dim` (not the min, the mean or the whole tensor's max): every exponent is then <= 0 and the "
                  "largest term is exactly 1",
                  _finite_where_reference_is,
-                 fires_for=("no max subtraction", "max over the whole tensor", "max subtracted in the numerator only")),
+                 fires_for=("no max subtraction", "max over the whole tensor",
+                            "max subtracted in the numerator only")),
     ],
     mistakes=[
         KnownMistake("no max subtraction",
@@ -209,6 +226,20 @@ STABLE_SOFTMAX = Exercise(
                      "exponentials by their maximum. Divide by their SUM along `dim` (keepdim=True), so that "
                      "the probabilities add up to 1.",
                      softmax_divided_by_max),
+        KnownMistake("logits clamped instead of shifted",
+                     "You clamp the logits (e.g. to [-80, 80]) so that exp cannot overflow. Clamping changes the "
+                     "values: 1000 and 990 both become 80, so their probabilities come out equal. Shift instead: "
+                     "softmax(x) = softmax(x - max(x)) is exact.",
+                     softmax_logits_clamped),
+        KnownMistake("1 added to the denominator",
+                     "You divide by sum + 1. The probabilities are exp(x - m) divided by their sum alone, so that "
+                     "they add up to exactly 1.",
+                     softmax_plus_one_below),
+        KnownMistake("max over the last axis, sum over `dim`",
+                     "You subtract the maximum over the LAST axis but sum over `dim`. For dim != -1 the shift then "
+                     "varies along `dim` and changes the result. Take the max over the same axis as the sum: "
+                     "x.amax(dim=dim, keepdim=True).",
+                     softmax_max_over_last_axis),
     ],
 )
 
@@ -285,6 +316,24 @@ def temperature_numerator_only(logits, temperature):
     return torch.exp(z / temperature) / torch.exp(z).sum(dim=-1, keepdim=True)  # T missing below
 
 
+def temperature_dim_one(logits, temperature):
+    return S.softmax(logits / temperature, dim=1)  # dim=1 hard-coded
+
+
+def temperature_greedy_when_cold(logits, temperature):
+    if temperature < 1:
+        return (logits == logits.amax(dim=-1, keepdim=True)).float()  # one-hot of the argmax
+    return S.softmax(logits / temperature, dim=-1)
+
+
+def temperature_clamped(logits, temperature):
+    return S.softmax(logits / max(temperature, 0.1), dim=-1)  # "avoid dividing by a tiny number"
+
+
+def temperature_global_sum(logits, temperature):
+    e = torch.exp(logits / temperature)
+    return e / e.sum()
+
 def temperature_log_probs(logits, temperature):
     z = logits / temperature
     return z - torch.logsumexp(z, dim=-1, keepdim=True)
@@ -298,13 +347,14 @@ TEMPERATURE = Exercise(
     reference=S.softmax_with_temperature, make_cases=_temperature_cases, atol=1e-6, rtol=1e-5,
     properties=[
         Property("rows sum to one", "probabilities over the vocabulary should add up to 1", _rows_sum_to_one,
-                 fires_for=("log-probabilities instead of probabilities", "temperature applied to probabilities", "softmax over the wrong axis",
-                              "probabilities raised to 1/T, not renormalised", "no max subtraction",
-                              "temperature in the numerator only")),
+                 fires_for=("log-probabilities instead of probabilities", "no max subtraction",
+                            "probabilities raised to 1/T, not renormalised", "softmax over dim=1",
+                            "softmax over the wrong axis", "sum over the whole tensor",
+                            "temperature applied to probabilities", "temperature in the numerator only")),
         Property("finite", "your output has nan or inf: at a low temperature logits / T reach the hundreds and "
                  "exp overflows (exp(89) is inf in float32). Use a stable softmax: subtract each row's maximum of "
                  "logits / T first",
-                 _finite_where_reference_is, fires_for=("no max subtraction",)),
+                 _finite_where_reference_is, fires_for=("no max subtraction", "sum over the whole tensor")),
     ],
     mistakes=[
         KnownMistake("temperature multiplied instead of divided",
@@ -353,6 +403,25 @@ TEMPERATURE = Exercise(
                      "You divide by T in exp(z / T) but not in the sum below it, sum(exp(z)). Both must use the same "
                      "z / T: softmax(logits / T) = exp(z / T) / sum(exp(z / T)).",
                      temperature_numerator_only),
+        KnownMistake("softmax over dim=1",
+                     "Your softmax runs over dim=1. That is the vocabulary axis only for 2-D logits; for a (B, T, V) "
+                     "batch it is the positions. Use dim=-1, the last axis, whatever the number of dimensions.",
+                     temperature_dim_one),
+        KnownMistake("greedy one-hot below T = 1",
+                     "You return a one-hot of the argmax whenever T < 1. A temperature below 1 only SHARPENS the "
+                     "distribution; it becomes one-hot only in the limit T -> 0. Compute softmax(logits / T) for "
+                     "every T > 0.",
+                     temperature_greedy_when_cold),
+        KnownMistake("temperature clamped",
+                     "You clamp the temperature (max(T, 0.1)), so every T below the limit gives the same "
+                     "distribution. Divide by T itself; a stable softmax (subtract the row's max of logits / T) "
+                     "handles small temperatures without overflow.",
+                     temperature_clamped),
+        KnownMistake("sum over the whole tensor",
+                     "You divide by the sum over the WHOLE tensor, so no row sums to one (and exp(logits / T) "
+                     "overflows at low T). Each row is its own distribution: sum over dim=-1 with keepdim=True, "
+                     "after subtracting the row's max.",
+                     temperature_global_sum),
     ],
 )
 
@@ -432,6 +501,16 @@ def sample_one_minus_u(logits, temperature, generator):
     u = 1.0 - torch.rand(probs.shape[0], generator=generator)  # as uniform as u, but another number
     return (probs.cumsum(dim=-1) <= u.unsqueeze(-1)).sum(dim=-1).clamp(max=probs.shape[-1] - 1)
 
+
+def sample_extra_draw(logits, temperature, generator):
+    torch.rand(1, generator=generator)  # a test draw, which moves the generator on
+    return sample_next_token(logits, temperature, generator)
+
+
+def sample_probabilities_divided(logits, temperature, generator):
+    probs = S.softmax(logits, dim=-1) / temperature  # divided after the softmax: no longer sums to one
+    u = torch.rand(probs.shape[0], generator=generator)
+    return (probs.cumsum(dim=-1) <= u.unsqueeze(-1)).sum(dim=-1).clamp(max=probs.shape[-1] - 1)
 
 def _sampling_cases(gen, hidden):
     """Flat-ish distributions (no token much above 1/2), so that a sample is rarely the argmax: "greedy",
@@ -559,6 +638,16 @@ SAMPLE = Exercise(
                      "samples are comparable (and gradeable), the task fixes the rule: u = torch.rand(B, "
                      "generator=generator) and the first token whose cumulative probability exceeds u.",
                      sample_one_minus_u),
+        KnownMistake("an extra draw before u",
+                     "Your function draws from the generator once more before u (a test torch.rand(...) call, "
+                     "say), so u comes from a later part of the stream than everybody else's. So that samples are "
+                     "comparable (and gradeable), draw exactly u = torch.rand(B, generator=generator) and nothing "
+                     "else.",
+                     sample_extra_draw),
+        KnownMistake("probabilities divided by the temperature",
+                     "You divide the probabilities by T after the softmax, so they no longer sum to one and the CDF "
+                     "is wrong. Divide the LOGITS: softmax(logits / T).",
+                     sample_probabilities_divided),
     ],
 )
 
@@ -656,6 +745,14 @@ def ce_naive_logsumexp(logits, targets):
     lse = torch.log(torch.exp(logits).sum(dim=-1))  # exp overflows for logits near 1000
     return (lse - logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)).mean()
 
+
+def ce_rows_by_target(logits, targets):
+    return -S.log_softmax(logits, dim=-1)[targets].mean()  # picks ROWS numbered by the targets
+
+
+def ce_lse_missing(logits, targets):
+    shifted = logits - logits.amax(dim=-1, keepdim=True)  # the max subtracted, the log-sum-exp forgotten
+    return -shifted.gather(-1, targets.unsqueeze(-1)).mean()
 
 def ce_one_hot(logits, targets):
     logp = logits - torch.logsumexp(logits, dim=-1, keepdim=True)
@@ -764,6 +861,15 @@ CROSS_ENTROPY = Exercise(
                      "first: log sum exp(x) = m + log sum exp(x - m) with m the row's maximum (torch.logsumexp does "
                      "exactly this).",
                      ce_naive_logsumexp),
+        KnownMistake("logp[targets] (rows) instead of logp[range(N), targets]",
+                     "You index logp[targets]: that picks whole ROWS numbered by the targets. Pick one entry per "
+                     "row, the target's column: logp[torch.arange(N), targets] or "
+                     "logp.gather(-1, targets.unsqueeze(-1)).",
+                     ce_rows_by_target),
+        KnownMistake("log-sum-exp missing",
+                     "Your log-probabilities are x - max(x): the shift is there, the normaliser is not. "
+                     "log p_i = (x_i - m) - log sum_j exp(x_j - m).",
+                     ce_lse_missing),
     ],
 )
 
