@@ -101,6 +101,14 @@ def scores_shape_one(q, k):
     return q @ k.transpose(-2, -1) / math.sqrt(q.shape[1])  # shape[1] is d_k only for 2-D inputs
 
 
+def scores_empirical_std(q, k):
+    s = q @ k.transpose(-2, -1)
+    return s / s.std()  # the scores' own standard deviation, not sqrt(d_k)
+
+
+def scores_sqrt_len(q, k):
+    return q @ k.transpose(-2, -1) / math.sqrt(len(q))  # len(q) is q.shape[0]
+
 def scores_power_precedence(q, k):
     return q @ k.transpose(-2, -1) / q.shape[-1] ** 1 / 2  # ** binds first: (d_k ** 1) / 2
 
@@ -160,6 +168,14 @@ ATTENTION_SCORES = Exercise(
                      "number of queries (and with heads, the number of heads). d_k is always the LAST axis: "
                      "q.shape[-1].",
                      scores_shape_one),
+        KnownMistake("divided by the scores' own standard deviation",
+                     "You divide by scores.std(), measured on this input. The scale is a fixed number that depends "
+                     "only on the vectors' length: 1 / sqrt(d_k) with d_k = q.shape[-1], the same for every input.",
+                     scores_empirical_std),
+        KnownMistake("sqrt(len(q)) instead of sqrt(d_k)",
+                     "You divide by sqrt(len(q)). len(q) is q.shape[0]: the number of queries for a 2-D q, the "
+                     "batch size for a batch. d_k is the last axis: math.sqrt(q.shape[-1]).",
+                     scores_sqrt_len),
     ],
 )
 
@@ -226,6 +242,13 @@ def sdpa_unstable_softmax(q, k, v):
     e = torch.exp(scores)  # overflows once a score passes ~88.7
     return (e / e.sum(dim=-1, keepdim=True)) @ v
 
+
+def sdpa_scaled_by_sqrt_tq(q, k, v):
+    return S.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-2]), dim=-1) @ v
+
+
+def sdpa_returns_weights_too(q, k, v):
+    return A.scaled_dot_product_attention(q, k, v, return_weights=True)  # (output, weights)
 
 def sdpa_einsum(q, k, v):
     scores = torch.einsum("...id,...jd->...ij", q, k) / math.sqrt(q.shape[-1])
@@ -303,19 +326,22 @@ SDPA = Exercise(
                  "every output should be a weighted average of the value vectors (weights >= 0 that sum to 1 "
                  "over the keys), so each coordinate lies between the smallest and largest value",
                  _within_value_range,
-                 fires_for=("softmax over the query axis", "weights not applied to the values", "softmax missing",
-                            "divided by sqrt(d_k) after the softmax", "keys used as values", "softmax over dim=1",
-                            "output divided by sqrt(d_k) as well", "softmax without the max subtraction")),
+                 fires_for=("divided by sqrt(d_k) after the softmax", "keys used as values",
+                            "output divided by sqrt(d_k) as well", "returns (output, weights)",
+                            "softmax missing", "softmax over dim=1", "softmax over the query axis",
+                            "softmax without the max subtraction", "weights not applied to the values")),
         Property("finite",
                  "your output has nan or inf although every input is finite: exp of a large score overflowed "
                  "(exp(89) is inf in float32, inf / inf = nan). Subtract each row's maximum score before the exp "
                  "(a stable softmax), or use torch.softmax",
-                 _attention_finite, fires_for=("softmax without the max subtraction",)),
+                 _attention_finite, fires_for=("returns (output, weights)",
+                                               "softmax without the max subtraction")),
         Property("order of the keys does not matter",
                  "reordering the keys together with their values should not change the output: attention "
                  "treats the keys as a set",
                  _key_order_irrelevant, _permute_keys,
-                 fires_for=("keys not transposed", "weights not applied to the values")),
+                 fires_for=("keys not transposed", "returns (output, weights)",
+                            "weights not applied to the values")),
     ],
     mistakes=[
         KnownMistake("no scaling",
@@ -382,6 +408,14 @@ SDPA = Exercise(
                      "float32) and inf / inf = nan. Subtract each row's maximum first (your stable softmax of unit "
                      "02), or use torch.softmax.",
                      sdpa_unstable_softmax),
+        KnownMistake("scaled by sqrt(T_q) instead of sqrt(d_k)",
+                     "You divide by the square root of the number of queries, q.shape[-2]. The scale comes from the "
+                     "length of the vectors being dotted: d_k = q.shape[-1].",
+                     sdpa_scaled_by_sqrt_tq),
+        KnownMistake("returns (output, weights)",
+                     "You return a pair (output, weights). The exercise asks for the output alone, "
+                     "weights @ v of shape (..., T_q, d_v): return just that tensor.",
+                     sdpa_returns_weights_too),
     ],
 )
 
@@ -466,6 +500,20 @@ class HeadInputAsValues(A.SelfAttentionHead):
         return A.scaled_dot_product_attention(q, k, x)  # W_V and W_O skipped: the values are x itself
 
 
+class HeadReturnsWeightsToo(A.SelfAttentionHead):
+    def forward(self, x):
+        return A.SelfAttentionHead.forward(self, x, return_weights=True)  # (delta, weights)
+
+
+class HeadCausal(A.SelfAttentionHead):
+    def forward(self, x):
+        return A.SelfAttentionHead.forward(self, x, mask=A.causal_mask(x.shape[-2]))
+
+
+class HeadOutputScaled(A.SelfAttentionHead):
+    def forward(self, x):
+        return A.SelfAttentionHead.forward(self, x) / math.sqrt(self.d_head)
+
 class HeadOutputMapFirst(A.SelfAttentionHead):
     """W_O applied to the values before the weighted sum: the same numbers (both maps are linear)."""
 
@@ -531,7 +579,8 @@ SELF_ATTENTION_HEAD = Exercise(
         Property("reordering the tokens reorders the output",
                  "self-attention without positions is permutation-equivariant: reversing the tokens of x "
                  "should reverse the rows of the output and change nothing else",
-                 _permutation_equivariant, _reverse_tokens),
+                 _permutation_equivariant, _reverse_tokens,
+                 fires_for=("causal mask added", "returns (delta, weights)")),
     ],
     mistakes=[
         KnownMistake("no scaling",
@@ -583,6 +632,18 @@ SELF_ATTENTION_HEAD = Exercise(
                      "You take the weighted sum of the input x, skipping W_V and W_O. The values are a learned map "
                      "of x, v = self.W_V(x), and the head's output is self.W_O(weights @ v).",
                      HeadInputAsValues),
+        KnownMistake("returns (delta, weights)",
+                     "Your forward returns a pair (delta, weights). The head returns only its update delta E, shape "
+                     "(B, T, d_model); keep the weights in an attribute if you want to look at them.",
+                     HeadReturnsWeightsToo),
+        KnownMistake("causal mask added",
+                     "Your head hides the future (a causal mask). This unit's head attends to every position; masks "
+                     "come in unit 04, and a decoder passes one in, it is not built into the head.",
+                     HeadCausal),
+        KnownMistake("output divided by sqrt(d_head) as well",
+                     "You divide the head's output by sqrt(d_head). Only the scores are scaled, before the softmax; "
+                     "the output is W_O(weights @ v).",
+                     HeadOutputScaled),
     ],
 )
 
