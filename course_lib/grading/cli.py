@@ -99,8 +99,9 @@ def _merge(folders: list, out: str, quiet: bool, roster=None) -> int:
         return _fail(f"merge: {e}")
     if m.lms is not None:
         print(m.lms.line(m.out))
-        if m.lms.warning(m.roster.path):
-            print(f"warning: {m.lms.warning(m.roster.path)}", file=sys.stderr)
+        w = m.lms.warning(m.roster.path, again="merge again into a new --out folder")
+        if w:
+            print(f"warning: {w}", file=sys.stderr)
     print(f"course grade merge: {m.shards} shards, {m.students} students -> {m.out}/grades.csv")
     return 0
 

@@ -174,13 +174,13 @@ class LmsExport:
                          f"{out}/{UNMATCHED_FILE} instead ({_names(self.unrostered)})")
         return ", ".join(parts)
 
-    def warning(self, roster_path) -> Optional[str]:
+    def warning(self, roster_path, again: str = "run the same command again (the grades are reused)") -> Optional[str]:
         if not self.unrostered:
             return None
         n = len(self.unrostered)
         return (f"{_count(n, 'graded learner')} {'has' if n == 1 else 'have'} no row in {roster_path}: "
                 f"{_names(self.unrostered)}; not in {LMS_FILE} but in {UNMATCHED_FILE}: add them to the roster "
-                f"and run the same command again (the grades are reused)")
+                f"and {again}")
 
 
 def _count(n: int, word: str) -> str:
