@@ -4,9 +4,14 @@ import pytest
 import torch
 
 from course_lib.captioning import CaptionerConfig, ImageCaptioner, caption_loss
-from course_lib.images import (SHAPES, caption_of, caption_vocabulary, decode_caption, draw_shape, encode_caption,
-                               scene_specs, scenes_dataset, shapes_dataset, split_specs)
+from course_lib.images import (JITTER, SHAPES, caption_of, caption_vocabulary, decode_caption, draw_scene, draw_shape,
+                               encode_caption, scene_specs, scenes_dataset, shape_drawing, shape_specs, shapes_dataset,
+                               split_specs)
 from course_lib.vit import ViTConfig
+
+
+def _pixels(drawing):
+    return drawing.numpy().tobytes()
 
 
 def test_shapes_dataset_is_deterministic_balanced_and_disjoint():
@@ -14,8 +19,8 @@ def test_shapes_dataset_is_deterministic_balanced_and_disjoint():
     assert torch.equal(a["train"][0], b["train"][0]) and torch.equal(a["test"][1], b["test"][1])
     X, y = a["train"]
     assert X.shape[1:] == (1, 16, 16) and X.dtype == torch.float32 and y.dtype == torch.long
-    assert 380 <= len(y) <= 400 and len(a["test"][1]) == 100
-    assert set(y.tolist()) == set(range(len(SHAPES)))
+    assert torch.bincount(y).tolist() == [100] * 4 and torch.bincount(a["test"][1]).tolist() == [25] * 4
+    assert [s.label for s in a["specs"]["train"]] == y.tolist()
     assert not set(a["specs"]["train"]) & set(a["specs"]["test"])
     assert not torch.equal(shapes_dataset(50, 10, seed=4)["train"][0][:5], X[:5])
 
@@ -26,6 +31,43 @@ def test_split_specs_dedupes_before_splitting():
     assert not set(train) & set(test) and len(train) + len(test) == 5
     with pytest.raises(ValueError, match="n_test"):
         split_specs(specs, 5)
+    # with a key, items with equal keys are duplicates: only one of "A"/"a" survives
+    train, test = split_specs(["a", "A", "b", "B", "c"], 1, key=str.lower)
+    assert len(train) + len(test) == 3 and not {x.lower() for x in train} & {x.lower() for x in test}
+
+
+def test_different_shape_specs_can_share_a_drawing_so_the_split_compares_drawings():
+    # the reason the datasets dedupe by drawing: a spec-only split of these specs would leak drawings
+    specs = [s for s in shape_specs(4000, 16, seed=0) if s.shape == "square"]
+    train, test = split_specs(specs, 100, seed=0)  # by spec only
+    assert {_pixels(shape_drawing(s, 16)) for s in train} & {_pixels(shape_drawing(s, 16)) for s in test}
+    train, test = split_specs(specs, 100, seed=0, key=lambda s: _pixels(shape_drawing(s, 16)))
+    assert not {_pixels(shape_drawing(s, 16)) for s in train} & {_pixels(shape_drawing(s, 16)) for s in test}
+
+
+def test_no_held_out_image_of_the_notebook_is_a_training_drawing():
+    """Unit 11's two datasets at the notebook's sizes: no held-out spec, and no held-out noise-free drawing, is
+    in training (the noisy images are those drawings plus noise)."""
+    shapes = shapes_dataset(n_train=2400, n_test=400, seed=0)
+    tr, te = shapes["specs"]["train"], shapes["specs"]["test"]
+    assert len(tr) == 2400 and len(te) == 400 and not set(tr) & set(te)
+    assert not {_pixels(shape_drawing(s, 16)) for s in tr} & {_pixels(shape_drawing(s, 16)) for s in te}
+    scenes = scenes_dataset(n_train=4000, n_test=300, seed=0)
+    tr, te = scenes["specs"]["train"], scenes["specs"]["test"]
+    assert len(te) == 300 and len(tr) > 3800 and not set(tr) & set(te)
+    assert not {_pixels(draw_scene(s, 24)) for s in tr} & {_pixels(draw_scene(s, 24)) for s in te}
+
+
+def test_scene_grammar_gives_every_scene_one_true_caption():
+    for s in scene_specs(2000, 24, seed=1):
+        along, across = ((s.y1, s.y2), (s.x1, s.x2)) if s.relation == "above" else ((s.x1, s.x2), (s.y1, s.y2))
+        assert along[1] - along[0] >= 10 and abs(across[1] - across[0]) <= JITTER  # never "above" and "left of"
+        assert s.r2 == 10  # one size: radius 5 px
+        a = draw_shape(s.shape1, 24, s.y1, s.x1, s.r2 / 2)
+        b = draw_shape(s.shape2, 24, s.y2, s.x2, s.r2 / 2)
+        assert all(5 <= v <= 19 for v in (s.y1, s.x1, s.y2, s.x2))  # radius 5: both shapes whole, inside the image
+        assert (a * b).sum() == 0  # and apart
+        assert (s.colour1, s.shape1) != (s.colour2, s.shape2)
 
 
 def test_scenes_dataset_captions_and_disjoint_specs():
