@@ -188,3 +188,39 @@ def test_notebooks_bench_prints_measured_time_beside_each_claim(tmp_path):
 def test_notebooks_bench_refuses_bad_units(tmp_path):
     r = _bench("bench/notebooks.py", "9", timeout=60)
     assert r.returncode == 2 and "two digits" in r.stderr
+
+
+def test_grading_bench_prints_the_unit_table_the_class_ratio_and_the_shards():
+    """One learner, one unit: grades, grades again in 2 shards and merges, executes with nbclient."""
+    r = _bench("bench/grading.py", "--learners", 1, "--units", "05", "--shards", 2, timeout=1200)
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = r.stdout.splitlines()
+    assert "class: 1 learners x 1 units (05) = 1 notebooks" in lines
+    graded = next(line for line in lines if line.startswith("graded in "))
+    from course_lib.exercises import all_exercises
+
+    n_exercises = sum(ex.notebook.startswith("05_") for ex in all_exercises())
+    assert graded.endswith(f"statuses: {{'passed': {n_exercises}}}"), graded  # learner 0 is the correct profile
+    row = next(line.split() for line in lines if line.startswith("05 ") and len(line.split()) == 5)
+    wall, to_median, cpu, cpu_to_median = (float(x) for x in row[1:])
+    assert wall > 0 and cpu > 0 and to_median == cpu_to_median == 1.0  # one unit is its own median
+    assert any(line.startswith("units 05: slowest unit 05 at 1.00x") for line in lines)
+    shard = next(line.split() for line in lines if line.startswith(" 2 "))
+    assert shard[-3:] == ["byte-identical", "to", "N=1"], shard  # 1 learner: one shard is empty
+    assert sorted(shard[1:3]) == ["0,", "1"] or sorted(shard[1:3]) == ["0", "1,"], shard
+    plain = next(line.split() for line in lines if line.startswith("05 ") and len(line.split()) == 4)
+    assert float(plain[1]) > 0 and abs(float(plain[2]) / float(plain[1]) - float(plain[3])) < 0.01
+    ratio = next(line for line in lines if line.startswith("ratio grading / plain execution: "))
+    assert "(target <= 0.25: " in ratio
+    assert "(estimated from 1 executed notebooks (1 per unit))" in r.stdout
+    assert re.search(r"load average \(1 min\) while measuring: min \d+\.\d, mean \d+\.\d, max \d+\.\d", r.stdout)
+
+
+def test_grading_bench_refuses_bad_arguments_with_one_line():
+    for args, message in ((("--learners", 0), "--learners must be at least 1, got 0"),
+                          (("--shards", 0), "--shards must be at least 1, got 0"),
+                          (("--jobs", 0), "--jobs must be at least 1, got 0"),
+                          (("--units", "99"), "no unit with exercises among --units 99")):
+        r = _bench("bench/grading.py", *args, timeout=120)
+        assert r.returncode == 2 and message in r.stderr, (args, r.stderr)
+        assert "Traceback" not in r.stderr
