@@ -92,6 +92,35 @@ def ln_uncentred_variance(x, weight, bias, eps=1e-5):
     return (x - mu) / torch.sqrt(var + eps) * weight + bias
 
 
+def ln_eps_after_rsqrt(x, weight, bias, eps=1e-5):
+    mu = x.mean(dim=-1, keepdim=True)
+    var = x.var(dim=-1, keepdim=True, unbiased=False)
+    return (x - mu) * (torch.rsqrt(var) + eps) * weight + bias
+
+
+def ln_whole_tensor(x, weight, bias, eps=1e-5):
+    mu, var = x.mean(), x.var(unbiased=False)  # one mean and variance for the whole tensor
+    return (x - mu) / torch.sqrt(var + eps) * weight + bias
+
+
+def ln_sqrt_of_std(x, weight, bias, eps=1e-5):
+    mu = x.mean(dim=-1, keepdim=True)
+    std = x.std(dim=-1, keepdim=True, unbiased=False)
+    return (x - mu) / torch.sqrt(std + eps) * weight + bias
+
+
+def ln_weight_before_normalising(x, weight, bias, eps=1e-5):
+    xw = x * weight
+    mu = xw.mean(dim=-1, keepdim=True)
+    var = xw.var(dim=-1, keepdim=True, unbiased=False)
+    return (xw - mu) / torch.sqrt(var + eps) + bias
+
+
+def ln_dim_one(x, weight, bias, eps=1e-5):
+    mu = x.mean(dim=1, keepdim=True)  # dim=1 hard-coded
+    var = x.var(dim=1, keepdim=True, unbiased=False)
+    return (x - mu) / torch.sqrt(var + eps) * weight + bias
+
 def ln_rsqrt_var(x, weight, bias, eps=1e-5):
     """Alternative: torch.var(unbiased=False) and rsqrt."""
     centred = x - x.mean(dim=-1, keepdim=True)
@@ -116,7 +145,11 @@ def _ln_case(gen, shape, note, group, eps=None, offset=0.0, scale=1.0):
 
 
 def _ln_cases(gen, hidden):
-    cases = [_ln_case(gen, (4, 8), "4 positions of 8 features", "basic")]
+    cases = [_ln_case(gen, (4, 8), "4 positions of 8 features", "basic"),
+             # 3-D with values of a few units: dim=1 is not the feature axis here, and a misplaced eps shows
+             _ln_case(gen, (2, 3, 8), "a (2, 3, 8) batch, values of a few units", "basic", offset=1.0, scale=3.0),
+             # small activations (variance ~0.01): eps = 1e-5 is not negligible, leaving it out shows
+             _ln_case(gen, (3, 6), "small values (variance ~0.01)", "basic", scale=0.1)]
     if hidden:
         cases.append(_ln_case(gen, (2, 5, 16), "a (2, 5, 16) batch", "basic", offset=3.0, scale=2.0))
         cases.append(_ln_case(gen, (3, 4, 2, 6), "a 4-D input", "basic"))
@@ -155,7 +188,8 @@ LAYER_NORM = Exercise(
                          "with weight=1 and bias=0 every feature vector (the last axis) should have mean 0 "
                          "after normalising",
                          _ln_mean_zero, _ln_unit,
-                         fires_for=("normalised over the wrong axis", "weight and bias swapped"))],
+                         fires_for=("dim=1 instead of dim=-1", "mean and variance of the whole tensor",
+                                    "normalised over the wrong axis", "weight and bias swapped"))],
     mistakes=[
         KnownMistake("eps outside the square root",
                      "You divide by sqrt(var) + eps. The eps belongs inside: (x - mean) / sqrt(var + eps), "
@@ -187,6 +221,21 @@ LAYER_NORM = Exercise(
                      "Your variance is the mean of x^2. The variance is the mean of the SQUARED DEVIATIONS from the "
                      "mean: ((x - mean) ** 2).mean(dim=-1, keepdim=True) (they agree only when the mean is 0).",
                      ln_uncentred_variance),
+        KnownMistake("eps added after the rsqrt",
+                     "You add eps to 1 / sqrt(var) instead of to var. The eps goes inside the square root: "
+                     "(x - mean) / sqrt(var + eps), i.e. torch.rsqrt(var + eps).", ln_eps_after_rsqrt),
+        KnownMistake("mean and variance of the whole tensor",
+                     "You take one mean and one variance over the WHOLE tensor (x.mean() without dim). LayerNorm "
+                     "normalises each position's feature vector on its own: dim=-1, keepdim=True.", ln_whole_tensor),
+        KnownMistake("square root of the standard deviation",
+                     "You divide by sqrt(std + eps): the standard deviation is already a square root. Divide by "
+                     "sqrt(var + eps) (var = std ** 2, biased).", ln_sqrt_of_std),
+        KnownMistake("weight applied before normalising",
+                     "You multiply by `weight` before normalising, so the normalisation undoes (part of) it. "
+                     "Normalise first, then scale and shift: x_hat * weight + bias.", ln_weight_before_normalising),
+        KnownMistake("dim=1 instead of dim=-1",
+                     "You normalise over dim=1. That is the feature axis only for 2-D inputs; for (B, T, D) it is "
+                     "the positions. Use dim=-1, the last axis, whatever the number of dimensions.", ln_dim_one),
     ],
 )
 
@@ -258,6 +307,18 @@ def mlp_b_down_forgotten(x, W_up, b_up, W_down, b_down):
 def mlp_b_up_forgotten(x, W_up, b_up, W_down, b_down):
     return BL.gelu(x @ W_up) @ W_down + b_down
 
+
+def mlp_tanh(x, W_up, b_up, W_down, b_down):
+    return torch.tanh(x @ W_up + b_up) @ W_down + b_down
+
+
+def mlp_gelu_twice(x, W_up, b_up, W_down, b_down):
+    return BL.gelu(BL.gelu(x @ W_up + b_up)) @ W_down + b_down
+
+
+def mlp_gelu_doubled(x, W_up, b_up, W_down, b_down):
+    h = x @ W_up + b_up
+    return (h * (1.0 + torch.erf(h / 2.0 ** 0.5))) @ W_down + b_down  # the 0.5 of GELU forgotten
 
 def mlp_einsum_erf(x, W_up, b_up, W_down, b_down):
     """Alternative: einsum and GELU written with erf."""
@@ -350,6 +411,15 @@ MLP = Exercise(
         KnownMistake("b_up forgotten",
                      "You leave out b_up: the hidden layer is GELU(x @ W_up + b_up), the bias inside the GELU.",
                      mlp_b_up_forgotten),
+        KnownMistake("tanh instead of GELU",
+                     "You use tanh as the activation. The transformer's MLP uses GELU, x * Phi(x): F.gelu(h) "
+                     "(tanh appears only inside GELU's tanh APPROXIMATION).", mlp_tanh),
+        KnownMistake("GELU applied twice",
+                     "You apply GELU twice to the hidden layer. Once is enough: GELU(x @ W_up + b_up) @ W_down + "
+                     "b_down.", mlp_gelu_twice),
+        KnownMistake("GELU without the 0.5",
+                     "Your GELU is h * (1 + erf(h / sqrt 2)), twice the real one. GELU(h) = h * Phi(h) = "
+                     "0.5 * h * (1 + erf(h / sqrt 2)).", mlp_gelu_doubled),
     ],
 )
 
@@ -466,6 +536,19 @@ def block_mlp_first(x, ln1, attn_weights, ln2, mlp_weights, n_heads, mask=None):
     x = x + mlp(BL.layer_norm(x, *ln2), *mlp_weights)
     return x + self_attention(BL.layer_norm(x, *ln1), *attn_weights, n_heads, mask=mask)
 
+
+def block_final_norm(x, ln1, attn_weights, ln2, mlp_weights, n_heads, mask=None):
+    return BL.layer_norm(transformer_block(x, ln1, attn_weights, ln2, mlp_weights, n_heads, mask=mask), *ln2)
+
+
+def block_mask_inverted(x, ln1, attn_weights, ln2, mlp_weights, n_heads, mask=None):
+    return transformer_block(x, ln1, attn_weights, ln2, mlp_weights, n_heads, mask=None if mask is None else ~mask)
+
+
+def block_mlp_residual_normalised(x, ln1, attn_weights, ln2, mlp_weights, n_heads, mask=None):
+    x = x + self_attention(BL.layer_norm(x, *ln1), *attn_weights, n_heads, mask=mask)
+    h = BL.layer_norm(x, *ln2)
+    return h + mlp(h, *mlp_weights)  # the MLP's residual adds the normalised stream
 
 def block_named_steps(x, ln1, attn_weights, ln2, mlp_weights, n_heads, mask=None):
     """Alternative: every step named, own LayerNorm and MLP written inline."""
@@ -584,6 +667,16 @@ TRANSFORMER_BLOCK = Exercise(
                      "Your block runs the MLP first. The order is attention first (positions exchange "
                      "information), then the MLP (each position on its own): x = x + attn(LN1(x)); "
                      "x = x + mlp(LN2(x)).", block_mlp_first),
+        KnownMistake("LayerNorm on the block's output",
+                     "You normalise the block's output with ln2. In a pre-norm block the stream itself is never "
+                     "normalised inside the block (the model applies one final LayerNorm after the LAST block): "
+                     "return x + mlp(LN2(x)) as it is.", block_final_norm),
+        KnownMistake("mask inverted",
+                     "You pass ~mask. In this course's masks True means 'may attend' (causal_mask(T) is True on "
+                     "and below the diagonal): pass mask as it is.", block_mask_inverted),
+        KnownMistake("MLP's residual adds the normalised stream",
+                     "Your MLP's residual adds LN2(x) instead of x. The residual path carries the un-normalised "
+                     "stream: x = x + mlp(LN2(x)).", block_mlp_residual_normalised),
     ],
 )
 
@@ -642,6 +735,19 @@ def count_mlp_biases(n_layers, d_model, n_heads, d_head, d_mlp, vocab_size):
 def count_floats(n_layers, d_model, n_heads, d_head, d_mlp, vocab_size):
     return {k: float(v) for k, v in P.count_by_category(n_layers, d_model, n_heads, d_head, d_mlp, vocab_size).items()}
 
+
+def count_output_d_model_squared(n_layers, d_model, n_heads, d_head, d_mlp, vocab_size):
+    c = P.count_by_category(n_layers, d_model, n_heads, d_head, d_mlp, vocab_size)
+    c["total"] += n_layers * d_model * d_model - c["output"]
+    c["output"] = n_layers * d_model * d_model
+    return c
+
+
+def count_mlp_in_one_category(n_layers, d_model, n_heads, d_head, d_mlp, vocab_size):
+    c = P.count_by_category(n_layers, d_model, n_heads, d_head, d_mlp, vocab_size)
+    c["up_projection"] += c["down_projection"]
+    c["down_projection"] = 0
+    return c
 
 def count_loop_over_layers(n_layers, d_model, n_heads, d_head, d_mlp, vocab_size):
     """Alternative: add up layer by layer."""
@@ -733,6 +839,13 @@ COUNT_BY_CATEGORY = Exercise(
                      "Your counts are floats (a `/` somewhere, or float()). Counts of weights are whole numbers: use "
                      "integer arithmetic (`*` and `//`) or int(...), so that 175181291520 prints without a .0 and "
                      "stays exact.", count_floats),
+        KnownMistake("W_O counted as d_model * d_model",
+                     "Your W_Q, W_K, W_V counts are right but W_O is d_model * d_model per layer. W_O maps the "
+                     "concatenated heads, n_heads * d_head wide, back to d_model: n_heads * d_head * d_model.",
+                     count_output_d_model_squared),
+        KnownMistake("both MLP matrices counted as up_projection",
+                     "You put W_up and W_down together under up_projection and 0 under down_projection. Each has "
+                     "its own category: d_model * d_mlp per layer each.", count_mlp_in_one_category),
     ],
 )
 
