@@ -208,11 +208,15 @@ def run_shards(class_dir: Path, work: Path, seed: int, jobs: int, units: list, n
     proc = subprocess.Popen([sys.executable, "-m", "course_lib", "grade", "merge", *map(str, outs), "--out",
                              str(merged), "--quiet"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True)
-    _finish(proc, "course grade merge")
+    _, err = proc.communicate()
     t_merge = time.perf_counter() - m_start
     sizes = [len(list((out / "results").glob("*.json"))) for out in outs]
+    refused = err.strip().splitlines()[-1] if proc.returncode != 0 and err.strip() else None
+    if proc.returncode != 0 and not refused:
+        refused = f"course grade merge failed (exit {proc.returncode})"
     return {"n": n, "jobs": max(1, jobs // n), "sizes": sizes, "shards": t_shards, "merge": t_merge,
-            "total": t_shards + t_merge, "grades": (merged / "grades.csv").read_bytes()}
+            "total": t_shards + t_merge, "refused": refused,
+            "grades": None if refused else (merged / "grades.csv").read_bytes()}
 
 
 def read_results(out: Path) -> list:
@@ -330,7 +334,8 @@ def main(argv=None) -> int:
         sys.stdout.flush()
         for n in range(2, args.shards + 1):
             row = run_shards(class_dir, work, args.seed, args.jobs, sorted(sources), n)
-            same = "byte-identical to N=1" if row["grades"] == grades_1 else "DIFFERS from N=1"
+            same = ("byte-identical to N=1" if row["grades"] == grades_1 else
+                    f"merge refused: {row['refused']}" if row["refused"] else "DIFFERS from N=1")
             print(f"{row['n']:>2} {', '.join(map(str, row['sizes'])):>19} {row['shards']:>9.1f} {row['merge']:>8.1f} "
                   f"{row['total']:>8.1f} {row['total'] / t_grade:>6.2f}  {same}", flush=True)
 
