@@ -182,6 +182,41 @@ def mask_only_pad_special(input_ids, vocab_size, mask_id, special_ids, generator
     return mask_tokens(input_ids, vocab_size, mask_id, (0,), generator, mask_prob)  # [PAD] = 0 hard-coded
 
 
+def mask_random_over_mask_band(input_ids, vocab_size, mask_id, special_ids, generator, mask_prob=0.15):
+    u = torch.rand(input_ids.shape, generator=generator)
+    r = torch.rand(input_ids.shape, generator=generator)
+    random_ids = torch.randint(vocab_size, input_ids.shape, generator=generator)
+    return _corrupt(input_ids, special_ids, u, torch.where(r < 0.8, torch.full_like(r, 0.85), r), random_ids,
+                    mask_id, mask_prob)  # r < 0.9 -> random: the [MASK] band overwritten
+
+
+def mask_specials_corrupted_not_labelled(input_ids, vocab_size, mask_id, special_ids, generator, mask_prob=0.15):
+    u = torch.rand(input_ids.shape, generator=generator)
+    r = torch.rand(input_ids.shape, generator=generator)
+    random_ids = torch.randint(vocab_size, input_ids.shape, generator=generator)
+    masked, _ = _corrupt(input_ids, (), u, r, random_ids, mask_id, mask_prob)  # specials corrupted too ...
+    _, labels = _corrupt(input_ids, special_ids, u, r, random_ids, mask_id, mask_prob)  # ... but not labelled
+    return masked, labels
+
+
+def mask_decisions_from_u(input_ids, vocab_size, mask_id, special_ids, generator, mask_prob=0.15):
+    u = torch.rand(input_ids.shape, generator=generator)
+    torch.rand(input_ids.shape, generator=generator)  # r drawn, but not used
+    random_ids = torch.randint(vocab_size, input_ids.shape, generator=generator)
+    return _corrupt(input_ids, special_ids, u, u / mask_prob, random_ids, mask_id, mask_prob)
+
+
+def mask_band_at_the_top(input_ids, vocab_size, mask_id, special_ids, generator, mask_prob=0.15):
+    u = torch.rand(input_ids.shape, generator=generator)
+    r = torch.rand(input_ids.shape, generator=generator)
+    random_ids = torch.randint(vocab_size, input_ids.shape, generator=generator)
+    return _corrupt(input_ids, special_ids, u, 1.0 - r, random_ids, mask_id, mask_prob)  # [MASK] for r >= 0.2
+
+
+def mask_labels_int32(input_ids, vocab_size, mask_id, special_ids, generator, mask_prob=0.15):
+    masked, labels = mask_tokens(input_ids, vocab_size, mask_id, special_ids, generator, mask_prob)
+    return masked, labels.int()
+
 def mask_where_alternative(input_ids, vocab_size, mask_id, special_ids, generator, mask_prob=0.15):
     """Alternative: torch.where throughout, specials compared one by one."""
     u = torch.rand(input_ids.shape, generator=generator)
@@ -263,9 +298,9 @@ MASK_TOKENS = Exercise(
     properties=[Property("special tokens untouched",
                          "[CLS], [SEP] and [PAD] must never be corrupted and must have label -100",
                          _specials_untouched,
-                         fires_for=("special tokens masked", "labels on every position",
-                                    "0 instead of -100 for unselected labels", "labels inverted",
-                                    "only [PAD] treated as special"))],
+                         fires_for=("0 instead of -100 for unselected labels", "labels inverted",
+                                    "labels on every position", "only [PAD] treated as special",
+                                    "special tokens corrupted (but not labelled)", "special tokens masked"))],
     mistakes=[
         KnownMistake("80/10/10 rule missing",
                      "Every selected position becomes [MASK]. BERT replaces only 80 % of them by [MASK] "
@@ -319,6 +354,25 @@ MASK_TOKENS = Exercise(
         KnownMistake("only [PAD] treated as special",
                      "You protect only the id 0 ([PAD]). Every id in `special_ids` ([CLS], [SEP], [PAD], ...) must "
                      "stay unselected: torch.isin(input_ids, torch.tensor(special_ids)).", mask_only_pad_special),
+        KnownMistake("random tokens over the [MASK] band",
+                     "Your random tokens replace every selected position with r < 0.9, including the r < 0.8 ones "
+                     "that should be [MASK]. The bands do not overlap: r < 0.8 -> mask_id, 0.8 <= r < 0.9 -> "
+                     "random_ids, r >= 0.9 -> unchanged.", mask_random_over_mask_band),
+        KnownMistake("special tokens corrupted (but not labelled)",
+                     "Your labels skip the special tokens, but your corruption does not: [CLS], [SEP] or [PAD] can "
+                     "become [MASK] or a random token. Use the same `selected` (u < mask_prob and not special) for "
+                     "both.", mask_specials_corrupted_not_labelled),
+        KnownMistake("80/10/10 decided by u instead of r",
+                     "You choose between [MASK], random and unchanged from the selection draw u (u < 0.8 * "
+                     "mask_prob, ...), and the second draw r goes unused. That has the right proportions, but the "
+                     "task decides with r. " + DRAW_RULE, mask_decisions_from_u),
+        KnownMistake("[MASK] band at the top",
+                     "You use [MASK] for r >= 0.2 and random tokens for 0.1 <= r < 0.2. The proportions are right, "
+                     "but the task fixes the bands from below: r < 0.8 -> mask_id, 0.8 <= r < 0.9 -> random_ids, "
+                     "r >= 0.9 -> unchanged, so that everybody's choices are comparable.", mask_band_at_the_top),
+        KnownMistake("labels as int32",
+                     "Your labels are int32 (.int()). Token ids and labels in PyTorch are int64 (torch.long), which "
+                     "the cross-entropy expects: keep the dtype of input_ids.", mask_labels_int32),
     ],
     alternatives=[Alternative("torch.where throughout", mask_where_alternative),
                   Alternative("a loop over the positions", mask_loop_alternative)],
@@ -413,6 +467,17 @@ def mlm_targets_ignored(logits, labels):
     return -S.log_softmax(logits[keep], dim=-1).mean()
 
 
+def mlm_mean_over_table(logits, labels):
+    keep = labels != IGNORE_INDEX
+    logp = S.log_softmax(logits[keep], dim=-1)  # (N, V)
+    one_hot = (labels[keep].unsqueeze(-1) == torch.arange(logits.shape[-1])).float()
+    return -(logp * one_hot).mean()  # divided by N * V
+
+
+def mlm_shape_one(logits, labels):
+    return mlm_loss(logits, labels).reshape(1)
+
+
 def mlm_logsumexp(logits, labels):
     """Alternative: log-sum-exp minus the target logit, flattened."""
     flat, y = logits.reshape(-1, logits.shape[-1]), labels.reshape(-1)
@@ -502,6 +567,13 @@ MLM_LOSS = Exercise(
                      "You average the log-probabilities of EVERY vocabulary entry at the masked positions. The loss "
                      "uses each position's label only: -logp[torch.arange(N), labels[keep]].mean().",
                      mlm_targets_ignored),
+        KnownMistake("mean over the whole (N, V) table",
+                     "You average one_hot * logp over all N * V entries, which divides the loss by V as well. Pick "
+                     "each position's target first (logp[torch.arange(N), labels[keep]]), then take the mean.",
+                     mlm_mean_over_table),
+        KnownMistake("shape (1,) instead of a scalar",
+                     "Your loss has shape (1,) (a mean over dim=0 of an (N, 1) tensor, or keepdim). The loss is a 0-d "
+                     "tensor, shape (): .mean() of the (N,) losses, or .squeeze().", mlm_shape_one),
     ],
 )
 
@@ -579,6 +651,26 @@ def head_log_softmax(hidden, W_pool, b_pool, W_cls, b_cls):
     return S.log_softmax(classifier_head(hidden, W_pool, b_pool, W_cls, b_cls), dim=-1)
 
 
+def head_b_pool_forgotten(hidden, W_pool, b_pool, W_cls, b_cls):
+    return torch.tanh(hidden[:, 0] @ W_pool) @ W_cls + b_cls
+
+
+def head_b_cls_forgotten(hidden, W_pool, b_pool, W_cls, b_cls):
+    return torch.tanh(hidden[:, 0] @ W_pool + b_pool) @ W_cls
+
+
+def head_sum_pooling(hidden, W_pool, b_pool, W_cls, b_cls):
+    return torch.tanh(hidden.sum(dim=1) @ W_pool + b_pool) @ W_cls + b_cls
+
+
+def head_sigmoid(hidden, W_pool, b_pool, W_cls, b_cls):
+    return torch.sigmoid(hidden[:, 0] @ W_pool + b_pool) @ W_cls + b_cls
+
+
+def head_second_position(hidden, W_pool, b_pool, W_cls, b_cls):
+    return torch.tanh(hidden[:, 1] @ W_pool + b_pool) @ W_cls + b_cls
+
+
 def head_einsum(hidden, W_pool, b_pool, W_cls, b_cls):
     """Alternative: einsum on the [CLS] slice."""
     pooled = torch.tanh(torch.einsum("bd,de->be", hidden[:, 0, :], W_pool) + b_pool)
@@ -629,8 +721,9 @@ CLASSIFIER_HEAD = Exercise(
     properties=[Property("reads only [CLS]",
                          "changing the vectors at positions 1..T-1 should not change the logits: the head reads "
                          "position 0, the [CLS] token", _same_output, _ignores_other_positions,
-                         fires_for=("[CLS] taken from the last position", "mean pooling instead of [CLS]",
-                                    "max pooling instead of [CLS]", "hidden[0] instead of hidden[:, 0]"))],
+                         fires_for=("[CLS] taken from the last position", "hidden[0] instead of hidden[:, 0]",
+                                    "max pooling instead of [CLS]", "mean pooling instead of [CLS]",
+                                    "position 1 instead of 0", "sum pooling instead of [CLS]"))],
     mistakes=[
         KnownMistake("[CLS] taken from the last position",
                      "You read hidden[:, -1], the last position (in a padded batch often [PAD]). BERT puts "
@@ -671,6 +764,19 @@ CLASSIFIER_HEAD = Exercise(
         KnownMistake("log-probabilities instead of logits",
                      "You return log_softmax of the scores. Return the raw logits: the cross-entropy applies the "
                      "log-softmax itself.", head_log_softmax),
+        KnownMistake("b_pool forgotten",
+                     "You leave out b_pool: pooled = tanh(cls @ W_pool + b_pool).", head_b_pool_forgotten),
+        KnownMistake("b_cls forgotten",
+                     "You leave out b_cls: logits = pooled @ W_cls + b_cls.", head_b_cls_forgotten),
+        KnownMistake("sum pooling instead of [CLS]",
+                     "You add up the vectors of all positions. BERT's classifier reads the [CLS] vector, "
+                     "hidden[:, 0].", head_sum_pooling),
+        KnownMistake("sigmoid instead of tanh in the pooler",
+                     "Your pooler uses a sigmoid. BERT's pooler is tanh(cls @ W_pool + b_pool), with outputs in "
+                     "(-1, 1).", head_sigmoid),
+        KnownMistake("position 1 instead of 0",
+                     "You read hidden[:, 1], the first word after [CLS]. [CLS] itself is position 0: hidden[:, 0] "
+                     "(Python counts from 0).", head_second_position),
     ],
 )
 
