@@ -77,10 +77,10 @@ def cluster(tmp_path_factory):
     missing = [p for p in DAEMONS if not os.access(p, os.X_OK)]
     require_tool("Slurm and munge", not missing, f"missing {', '.join(missing)}: apt-get install slurm-wlm munge")
     # munged wants its socket's folder and every parent searchable by all, so not under pytest's 0700 tmp.
-    where = Path(tempfile.mkdtemp(prefix="course-slurm-"))
-    started = subprocess.run(["bash", str(LOCAL), "start", str(where)], capture_output=True, text=True,
-                             timeout=180)
+    where = Path(tempfile.mkdtemp(prefix="course-slurm-", dir="/tmp"))
     try:
+        started = subprocess.run(["bash", str(LOCAL), "start", str(where)], capture_output=True, text=True,
+                                 timeout=180)
         if started.returncode != 0:
             pytest.fail(f"scripts/slurm_local.sh start {where} failed (exit {started.returncode}):\n"
                         f"{started.stdout}{started.stderr}")
