@@ -150,3 +150,22 @@ def test_bad_shard_arguments_exit_2_with_one_line(tmp_path, args, text):
     r = subprocess.run([sys.executable, "-m", "course_lib", "grade", str(tmp_path / "subs"), "--out",
                         str(tmp_path / "out"), *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and text in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_empty_shards_and_shards_without_notebooks_merge_to_the_single_run(tmp_path):
+    """With 4 shards, 'ada' and 'eve' fall in shard 2, 'cy' (who handed in nothing) in 3, nobody in 1 or 4.
+    Every shard takes its columns from the whole class, so each has the single run's columns and
+    definitions, and the merge of all four (two of them empty) is byte for byte the single run."""
+    subs = tmp_path / "subs"
+    write(subs, "ada", unit02({k: stub(k) for k in CORRECT}))
+    write(subs, "eve", unit02({k: stub(k) for k in CORRECT}))
+    (subs / "cy").mkdir()
+    assert [shard_of(n, 4) for n in ("ada", "eve", "cy")] == [2, 2, 3]
+    grade(subs, tmp_path / "single", seed=3, jobs=1, progress=False, limits=LIMITS)
+    for i in (1, 2, 3, 4):
+        grade(subs, tmp_path / f"s{i}", seed=3, jobs=1, progress=False, limits=LIMITS, shard=(i, 4))
+    runs = [json.loads((tmp_path / d / ".grading" / "run.json").read_text()) for d in ("single", "s1", "s3")]
+    assert runs[1]["notebooks"] == runs[2]["notebooks"] == runs[0]["notebooks"] == ["02_softmax_sampling"]
+    assert len({r["definitions"] for r in runs}) == 1
+    merge([tmp_path / f"s{i}" for i in (1, 2, 3, 4)], tmp_path / "merged")
+    assert (tmp_path / "merged" / "grades.csv").read_bytes() == (tmp_path / "single" / "grades.csv").read_bytes()

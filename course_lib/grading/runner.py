@@ -290,13 +290,13 @@ def _grade(submissions, out, seed, new_seed, jobs, limits, sandbox_mode, units, 
     if progress:
         print(layout.line(), file=stream, flush=True)
     everyone = [st.name for st in students]
-    if shard is not None:
-        students = [st for st in students if shard_of(st.name, shard[1]) == shard[0]]
     if units:
         wanted = {str(u).zfill(2) for u in units}
         columns_nb = sorted(s for s in stems if s[:2] in wanted)
-    else:
+    else:  # the whole class's units, before sharding: every shard has the columns of a single run
         columns_nb = sorted({stem for st in students for stem in st.notebooks})
+    if shard is not None:
+        students = [st for st in students if shard_of(st.name, shard[1]) == shard[0]]
     col_exercises = [ex for ex in exercises if ex.notebook in columns_nb]
     exercise_ids = [ex.id for ex in col_exercises]
     by_nb: dict = {}
