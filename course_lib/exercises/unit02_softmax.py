@@ -634,7 +634,8 @@ SAMPLE = Exercise(
                      "vocabulary: probs.cumsum(dim=-1).",
                      sample_cumsum_over_batch),
         KnownMistake("1 - u instead of u",
-                     "You use 1 - u. That is just as uniform, but it picks other tokens than everybody else: so that "
+                     "You use 1 - u (walking the CDF from the last token does the same). That is just as uniform, "
+                     "but it picks other tokens than everybody else: so that "
                      "samples are comparable (and gradeable), the task fixes the rule: u = torch.rand(B, "
                      "generator=generator) and the first token whose cumulative probability exceeds u.",
                      sample_one_minus_u),
