@@ -498,3 +498,24 @@ def test_grader_feedback_renders_code_too():
          "mistake_message": "use `torch.where`", "details": []}
     out = _exercise_html(e)
     assert "<code>x</code>" in out and "<br>second line" in out and "<code>torch.where</code>" in out
+
+
+def test_a_property_with_nothing_to_look_at_is_not_checked_rather_than_diagnosed():
+    """A function that raises on every case gives properties no output: their diagnostic messages
+    ("draws from the global random state") would name a mistake the learner did not make."""
+    from course_lib.exercises import registry
+    from course_lib.exercises.core import run_local
+
+    registry.load_all()
+    ex = registry.get("02.sample_next_token")
+    assert ex.properties
+
+    def raises(logits, temperature, generator):
+        raise ValueError("oops")
+
+    for hidden in (False, True):
+        report = run_local(ex, raises, hidden=hidden)
+        lines = [d for d in report.details if d.startswith("property ")]
+        assert len(lines) == len(ex.properties)
+        assert all(line.endswith("not checked: no case returned an output") for line in lines), lines
+        assert not any(p.message in "\n".join(report.details + [report.message]) for p in ex.properties)

@@ -1084,13 +1084,16 @@ def _judge(ex: Exercise, cases: list, calls: list, outcomes: list) -> Report:
             if call.property_name == prop.name:
                 derived.setdefault(call.case_index, []).append((call, oc))
         ok = bool(case_outputs)  # a property of outputs that never came back cannot hold
-        why = prop.message
+        # The property's message diagnoses a cause; when there was nothing to look at, say that instead
+        # (a function that raises does not "draw from the global random state").
+        why = prop.message if case_outputs else "not checked: no case returned an output"
         for i, case in enumerate(cases):
             if i not in case_outputs:
                 continue
             douts = derived.get(i, [])
             if any(d.kind != "value" for _, d in douts):
-                ok = False
+                ok, why = False, (f"not checked: your function failed on the extra call this property "
+                                  f"makes from case {i + 1}")
                 break
             changed = next((m for m in (changed_input(ex, c, d.inputs) for c, d in douts) if m), None)
             if changed:
@@ -1104,7 +1107,8 @@ def _judge(ex: Exercise, cases: list, calls: list, outcomes: list) -> Report:
                 ok = False
                 break
         groups[f"property:{prop.name}"] = ok
-        details.append(f"property '{prop.name}': {'holds' if ok else 'fails: ' + why}")
+        verdict = "holds" if ok else (why if why.startswith("not checked") else "fails: " + why)
+        details.append(f"property '{prop.name}': {verdict}")
         if not ok:
             failed_props.append((prop.name, why))
 
