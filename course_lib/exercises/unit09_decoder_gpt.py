@@ -125,7 +125,8 @@ LM_TARGETS = Exercise(
                      targets_rolled),
         KnownMistake("padding not ignored",
                      "Targets that are padding must become -100 (the ignore_index of the loss), "
-                     "otherwise the model is trained to predict <pad>: targets[targets == pad_id] = -100.",
+                     "otherwise the model is trained to predict <pad>: targets[targets == pad_id] = -100. "
+                     "(If you wrote `if pad_id:`, that is False for pad_id=0: test `if pad_id is not None:`.)",
                      targets_padding_kept),
         KnownMistake("padding looked up in the inputs",
                      "You set a target to -100 where the INPUT is padding. What must be ignored is a "
@@ -304,8 +305,8 @@ def _sample_in_support(case, out, derived) -> bool:
     """Every sampled token must survive top-k: it is among the k largest logits of its row."""
     logits = case.args[0]
     k = case.kwargs.get("top_k")
-    if k is None or not isinstance(out, torch.Tensor):
-        return True
+    if k is None or not isinstance(out, torch.Tensor) or out.shape != logits.shape[:-1]:
+        return True  # a wrong shape is reported as such, not as a top-k problem
     kth = torch.topk(logits, min(k, logits.shape[-1]), dim=-1).values[..., -1]
     chosen = logits.gather(-1, out.unsqueeze(-1)).squeeze(-1)
     return bool((chosen >= kth).all())
@@ -633,7 +634,10 @@ ATTEND_WITH_CACHE = Exercise(
                          "the output must equal causal attention over cache + new tokens (its last T_new rows)",
                          _matches_full_attention,
                          fires_for=("causal mask without the offset", "new keys not added to the cache",
-                                    "new keys put in front of the cache", "no causal mask among the new tokens"))],
+                                    "new keys put in front of the cache", "no causal mask among the new tokens",
+                                    "causal mask offset off by one", "mask inverted", "scores not divided by sqrt(Dh)",
+                                    "only the last new token's output", "values built from the key cache",
+                                    "softmax over the queries"))],
     mistakes=[
         KnownMistake("new keys not added to the cache",
                      "Your new tokens attend only to the cached keys (and the cache you return does not "
@@ -818,5 +822,290 @@ ATTEND_WITH_CACHE.mistakes = tuple(ATTEND_WITH_CACHE.mistakes) + (
                  "Your attention output is right, but the k_all, v_all you return are the old cache: the next step "
                  "would forget these tokens. Return the concatenated cache, shape (B, H, T_past + T_new, Dh).",
                  cache_old_cache_returned),)
+
+
+
+# ---------------------------------------------------------------------------------------------------
+# More known mistakes, found by trying learners' answers that appear nowhere in the project (issue 11)
+# ---------------------------------------------------------------------------------------------------
+
+
+def targets_pad_in_inputs_too(tokens, pad_id=None):
+    t = tokens.clone()
+    if pad_id is not None:
+        t[t == pad_id] = -100  # both tensors: the inputs get -100 as well
+    return t[:, :-1], t[:, 1:]
+
+
+def targets_returned_swapped(tokens, pad_id=None):
+    inputs, targets = lm_targets(tokens, pad_id)
+    return targets, inputs
+
+
+def targets_as_floats(tokens, pad_id=None):
+    inputs, targets = lm_targets(tokens, pad_id)
+    return inputs, targets.float() if pad_id is not None else targets  # torch.where(..., -100.0, targets)
+
+
+def targets_inputs_not_cut(tokens, pad_id=None):
+    _, targets = lm_targets(tokens, pad_id)
+    return tokens.clone(), targets
+
+
+def targets_inputs_shifted_too(tokens, pad_id=None):
+    _, targets = lm_targets(tokens, pad_id)
+    return tokens[:, 1:], targets
+
+
+LM_TARGETS.mistakes = tuple(LM_TARGETS.mistakes) + (
+    KnownMistake("-100 in the inputs too",
+                 "Only the TARGETS get -100 (it tells the loss to skip them). The inputs are token ids that the "
+                 "embedding looks up, and -100 is not one: keep pad_id in the inputs, replace it in targets only.",
+                 targets_pad_in_inputs_too),
+    KnownMistake("inputs and targets returned in the wrong order",
+                 "You return (targets, inputs). The order is (inputs, targets): inputs = tokens[:, :-1] first, "
+                 "then targets = tokens[:, 1:].", targets_returned_swapped),
+    KnownMistake("targets turned into floats",
+                 "Your targets are floats (torch.where with -100.0, or .float()). Class indices for cross_entropy "
+                 "are int64: use an int -100, e.g. targets.masked_fill(targets == pad_id, -100).", targets_as_floats),
+    KnownMistake("inputs keep the last token",
+                 "Your inputs are the whole sequence (B, L). The last token has no next token to predict: "
+                 "inputs = tokens[:, :-1], shape (B, L-1), the same length as the targets.", targets_inputs_not_cut),
+    KnownMistake("inputs shifted too",
+                 "Your inputs are tokens[:, 1:], the same tokens as the targets, so the model would be asked to "
+                 "predict the token it is reading. Inputs drop the LAST token: tokens[:, :-1].",
+                 targets_inputs_shifted_too),
+)
+
+
+def _top_k_minus_one(logits, k):
+    kth = torch.topk(logits, k, dim=-1).values[..., -1:]
+    return logits.masked_fill(logits <= kth, float("-inf"))  # drops the k-th largest itself
+
+
+def _top_p_unscattered(logits, p):
+    sorted_logits, _ = torch.sort(logits, dim=-1, descending=True)
+    probs = torch.softmax(sorted_logits, dim=-1)
+    drop = probs.cumsum(dim=-1) - probs >= p  # in SORTED order, applied to the unsorted logits
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def sample_temperature_ignored(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    return _sample_variant(logits, 1.0, top_k, top_p, generator)
+
+
+def sample_top_k_minus_one(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+    return _sample_variant(logits, temperature, top_k, top_p, generator, top_k_fn=_top_k_minus_one)
+
+
+def sample_top_p_unscattered(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+    return _sample_variant(logits, temperature, top_k, top_p, generator, top_p_fn=_top_p_unscattered)
+
+
+def sample_always_greedy(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+    return logits.argmax(dim=-1)
+
+
+def sample_kept_column(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+    return sample_next_token(logits, temperature, top_k, top_p, generator).unsqueeze(-1)
+
+
+def sample_top_p_before_top_k(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    x = logits / temperature
+    if top_p is not None:
+        x = top_p_filter(x, top_p)
+    if top_k is not None:
+        x = top_k_filter(x, top_k)
+    return _draw(x, generator)
+
+
+def _same_seed_same_tokens(case, out, derived) -> bool:
+    return isinstance(out, torch.Tensor) and isinstance(derived[0], torch.Tensor) and torch.equal(out, derived[0])
+
+
+def _call_again(case):
+    return (Case(case.args, case.kwargs, case.group, "the same call again, with a fresh generator of the same seed"),)
+
+
+SAME_SEED_MESSAGE = ("called twice with generators of the same seed, your function returned different tokens: it draws "
+                     "from PyTorch's global random state. Pass the generator on: "
+                     "torch.multinomial(probs, 1, generator=generator)")
+SAMPLE.properties = tuple(SAMPLE.properties) + (
+    Property("same seed, same tokens", SAME_SEED_MESSAGE, _same_seed_same_tokens, _call_again),)
+SAMPLE.mistakes = tuple(SAMPLE.mistakes) + (
+    KnownMistake("temperature ignored",
+                 "Your samples do not depend on the temperature: maybe you never divide by it, or you divide the "
+                 "PROBABILITIES by it (p / T renormalised is p again). Divide the LOGITS: softmax(logits / T).",
+                 sample_temperature_ignored),
+    KnownMistake("top-k keeps k-1 tokens",
+                 "Your top-k filter drops the k-th largest logit itself (`<=` instead of `<`): keep a logit when it "
+                 "is >= the k-th largest, logits.masked_fill(logits < kth, -inf).", sample_top_k_minus_one),
+    KnownMistake("top-p mask not put back in vocabulary order",
+                 "You computed which tokens to drop in SORTED order and applied that mask to the unsorted logits, "
+                 "so you drop the wrong tokens. Scatter the mask back first: "
+                 "drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted).", sample_top_p_unscattered),
+    KnownMistake("always greedy",
+                 "You return the most likely token whatever the temperature. Only temperature 0 is greedy; "
+                 "otherwise sample: torch.multinomial(softmax(x), 1, generator=generator).", sample_always_greedy),
+    KnownMistake("shape (B, 1) instead of (B,)",
+                 "torch.multinomial(probs, 1) has shape (B, 1): return one id per row, shape (B,), e.g. "
+                 "torch.multinomial(probs, 1, generator=generator)[:, 0] (or [..., 0], which also works for (V,)).",
+                 sample_kept_column),
+    KnownMistake("top-p applied before top-k",
+                 "The order is temperature, then top-k, then top-p on what top-k left (the nucleus is measured "
+                 "among the k tokens). You applied top-p first.", sample_top_p_before_top_k),
+)
+
+
+class GeneratorContextOneShort(_GeneratorMistake):
+    """Wrong: crops to block_size - 1 tokens."""
+
+    def forward(self, input_ids, max_new_tokens, temperature=1.0, top_k=None, top_p=None, generator=None):
+        bs = self.model.config.block_size
+        ids = input_ids
+        with torch.no_grad():
+            for _ in range(max_new_tokens):
+                logits = self.model(ids[:, -(bs - 1):])[:, -1, :]
+                nxt = G.sample_next_token(logits, temperature, top_k=top_k, top_p=top_p, generator=generator)
+                ids = torch.cat([ids, nxt[:, None]], dim=1)
+        return ids
+
+
+class GeneratorOneTooFew(_GeneratorMistake):
+    """Wrong: range(max_new_tokens - 1)."""
+
+    def forward(self, input_ids, max_new_tokens, temperature=1.0, top_k=None, top_p=None, generator=None):
+        return TextGenerator.forward(self, input_ids, max_new_tokens - 1, temperature, top_k, top_p, generator)
+
+
+class GeneratorProbabilitiesSampled(_GeneratorMistake):
+    """Wrong: hands softmax(logits) to the sampler, which takes logits."""
+
+    def forward(self, input_ids, max_new_tokens, temperature=1.0, top_k=None, top_p=None, generator=None):
+        bs = self.model.config.block_size
+        ids = input_ids
+        with torch.no_grad():
+            for _ in range(max_new_tokens):
+                probs = torch.softmax(self.model(ids[:, -bs:])[:, -1, :], dim=-1)
+                nxt = G.sample_next_token(probs, temperature, top_k=top_k, top_p=top_p, generator=generator)
+                ids = torch.cat([ids, nxt[:, None]], dim=1)
+        return ids
+
+
+class GeneratorNewGeneratorEachStep(_GeneratorMistake):
+    """Wrong: a fresh torch.Generator().manual_seed(0) inside the loop."""
+
+    def forward(self, input_ids, max_new_tokens, temperature=1.0, top_k=None, top_p=None, generator=None):
+        bs = self.model.config.block_size
+        ids = input_ids
+        with torch.no_grad():
+            for _ in range(max_new_tokens):
+                logits = self.model(ids[:, -bs:])[:, -1, :]
+                nxt = G.sample_next_token(logits, temperature, top_k=top_k, top_p=top_p,
+                                          generator=torch.Generator().manual_seed(0))
+                ids = torch.cat([ids, nxt[:, None]], dim=1)
+        return ids
+
+
+class GeneratorFloatIds(_GeneratorMistake):
+    def forward(self, input_ids, max_new_tokens, temperature=1.0, top_k=None, top_p=None, generator=None):
+        return TextGenerator.forward(self, input_ids, max_new_tokens, temperature, top_k, top_p, generator).float()
+
+
+TEXT_GENERATOR.properties = tuple(TEXT_GENERATOR.properties) + (
+    Property("same seed, same tokens",
+             "run twice with generators of the same seed, your loop returned different tokens: it draws from "
+             "PyTorch's global random state. Pass the generator on to the sampler: "
+             "sample_next_token(logits, temperature, top_k=top_k, top_p=top_p, generator=generator)",
+             _same_seed_same_tokens, _call_again),)
+TEXT_GENERATOR.mistakes = tuple(TEXT_GENERATOR.mistakes) + (
+    KnownMistake("context one token short",
+                 "You crop the context to block_size - 1 tokens (an off-by-one in the slice). The model can read "
+                 "block_size tokens: ids[:, -block_size:].", GeneratorContextOneShort),
+    KnownMistake("one new token too few",
+                 "Your output is one token short: the loop must run max_new_tokens times (range(max_new_tokens)), "
+                 "giving shape (B, T + max_new_tokens).", GeneratorOneTooFew),
+    KnownMistake("probabilities handed to the sampler",
+                 "You apply softmax before calling the sampler, which expects LOGITS (it divides them by the "
+                 "temperature and applies softmax itself). Pass model(context)[:, -1, :] as it is.",
+                 GeneratorProbabilitiesSampled),
+    KnownMistake("a new generator made inside the loop",
+                 "You create a new generator with a fixed seed at every step, so every step draws the same random "
+                 "number. Use the generator you are given (generator=generator), created once by the caller.",
+                 GeneratorNewGeneratorEachStep),
+    KnownMistake("token ids as floats",
+                 "Your output is a float tensor. Token ids are int64 (torch.long): keep the prompt's dtype and "
+                 "concatenate the sampled ids as they come.", GeneratorFloatIds),
+)
+
+
+def _cached(q_new, k_new, v_new, k_cache, v_cache):
+    return torch.cat([k_cache, k_new], dim=-2), torch.cat([v_cache, v_new], dim=-2)
+
+
+def cache_mask_offset_off_by_one(q_new, k_new, v_new, k_cache, v_cache):
+    k_all, v_all = _cached(q_new, k_new, v_new, k_cache, v_cache)
+    T_past, T_new = k_cache.shape[-2], q_new.shape[-2]
+    mask = torch.ones(T_new, T_past + T_new, dtype=torch.bool).tril(T_past - 1)  # new token i cannot see itself
+    return scaled_dot_product_attention(q_new, k_all, v_all, mask=mask), k_all, v_all
+
+
+def cache_mask_inverted(q_new, k_new, v_new, k_cache, v_cache):
+    k_all, v_all = _cached(q_new, k_new, v_new, k_cache, v_cache)
+    mask = ~causal_mask(q_new.shape[-2], offset=k_cache.shape[-2])  # True where the future is
+    return scaled_dot_product_attention(q_new, k_all, v_all, mask=mask), k_all, v_all
+
+
+def cache_not_scaled(q_new, k_new, v_new, k_cache, v_cache):
+    k_all, v_all = _cached(q_new, k_new, v_new, k_cache, v_cache)
+    scores = q_new @ k_all.transpose(-2, -1)
+    scores = scores.masked_fill(~causal_mask(q_new.shape[-2], offset=k_cache.shape[-2]), float("-inf"))
+    return torch.softmax(scores, dim=-1) @ v_all, k_all, v_all
+
+
+def cache_last_query_only(q_new, k_new, v_new, k_cache, v_cache):
+    k_all, v_all = _cached(q_new, k_new, v_new, k_cache, v_cache)
+    return scaled_dot_product_attention(q_new[..., -1:, :], k_all, v_all), k_all, v_all
+
+
+def cache_values_from_key_cache(q_new, k_new, v_new, k_cache, v_cache):
+    k_all = torch.cat([k_cache, k_new], dim=-2)
+    v_all = torch.cat([k_cache, v_new], dim=-2)  # k_cache where v_cache belongs
+    mask = causal_mask(q_new.shape[-2], offset=k_cache.shape[-2])
+    return scaled_dot_product_attention(q_new, k_all, v_all, mask=mask), k_all, v_all
+
+
+def cache_softmax_over_queries(q_new, k_new, v_new, k_cache, v_cache):
+    k_all, v_all = _cached(q_new, k_new, v_new, k_cache, v_cache)
+    scores = q_new @ k_all.transpose(-2, -1) / q_new.shape[-1] ** 0.5
+    scores = scores.masked_fill(~causal_mask(q_new.shape[-2], offset=k_cache.shape[-2]), float("-inf"))
+    return torch.softmax(scores, dim=-2).nan_to_num(0.0) @ v_all, k_all, v_all
+
+
+ATTEND_WITH_CACHE.mistakes = tuple(ATTEND_WITH_CACHE.mistakes) + (
+    KnownMistake("causal mask offset off by one",
+                 "Your new tokens cannot see themselves: new token i sits at position T_past + i and may attend to "
+                 "keys 0 .. T_past + i INCLUDED. causal_mask(T_new, offset=T_past), or tril(diagonal=T_past).",
+                 cache_mask_offset_off_by_one),
+    KnownMistake("mask inverted",
+                 "Your mask blocks the past and keeps the future. In course_lib a mask is True where a query MAY "
+                 "attend: causal_mask(T_new, offset=T_past) as it is, not its negation.", cache_mask_inverted),
+    KnownMistake("scores not divided by sqrt(Dh)",
+                 "Divide the scores q k^T by sqrt(Dh), the size of one head (q_new.shape[-1] ** 0.5), before the "
+                 "softmax, or use scaled_dot_product_attention.", cache_not_scaled),
+    KnownMistake("only the last new token's output",
+                 "With several new tokens (the prompt step) return one output per new token, shape "
+                 "(B, H, T_new, Dh), not only the last one.", cache_last_query_only),
+    KnownMistake("values built from the key cache",
+                 "v_all must be torch.cat([v_cache, v_new], dim=-2); yours starts with k_cache (a copy-paste slip).",
+                 cache_values_from_key_cache),
+    KnownMistake("softmax over the queries",
+                 "The softmax runs over the KEYS (the last axis, dim=-1): each new token's weights over the cached "
+                 "and new keys sum to 1.", cache_softmax_over_queries),
+)
 
 register(LM_TARGETS, SAMPLE, TEXT_GENERATOR, ATTEND_WITH_CACHE)

@@ -9,6 +9,7 @@ pass translates).
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -97,8 +98,17 @@ def _shift_cases(gen, hidden):
             y[b, L - 1] = eos
             y[b, L:] = -100
         cases.append(Case((y, bos, pad), {}, "ignored targets", f"a ({B}, {T}) batch whose padding is -100"))
+    # other special ids (T5 starts with its pad token; pad_id is not always 0): bos_id and pad_id must be read
+    # from the arguments, also where -100 is replaced
+    y = torch.tensor([[5, 6, 9, eos, -100, -100], [8, eos, -100, -100, -100, -100], [4, 4, 6, 5, 9, eos]])
+    cases.append(Case((y, 3, 7), {}, "other special ids", "bos_id=3, pad_id=7, padding -100"))
     if hidden:
-        cases.append(Case((torch.tensor([[5, 6, eos]]), 3, 7), {}, "shift", "bos_id=3, pad_id=7"))
+        cases.append(Case((torch.tensor([[5, 6, eos]]), 3, 7), {}, "other special ids", "bos_id=3, pad_id=7"))
+        y = torch.randint(4, 20, (5, 7), generator=gen)
+        y[:, 4] = eos
+        y[:, 5:] = -100
+        y[0, 2], y[0, 3:] = eos, -100
+        cases.append(Case((y, 0, 1), {}, "other special ids", "bos_id=0, pad_id=1, padding -100"))
     return cases
 
 
@@ -254,7 +264,8 @@ CROSS_ATTENTION = Exercise(
     properties=[Property("padding in the source is invisible",
                          "changing the encoder output at padding positions must not change the result: "
                          "block those keys with the memory mask", _padding_has_no_effect, _change_padding,
-                         fires_for=("memory mask ignored", "memory mask added to the scores"))],
+                         fires_for=("memory mask ignored", "memory mask added to the scores", "memory mask inverted",
+                                    "scores multiplied by the memory mask", "heads split by a plain reshape"))],
     mistakes=[
         KnownMistake("keys and values taken from the decoder",
                      "Your keys and values come from x, the decoder: that is self-attention, and the "
@@ -397,7 +408,8 @@ def _change_last_position(case):
     spec = case.args[0]
     x, *rest = spec.args
     x2 = x.clone()
-    x2[:, -1] += 5.0
+    # not a constant (LayerNorm would remove a constant shift and hide the change): a ramp over the features
+    x2[:, -1] += torch.linspace(-4.0, 4.0, x.shape[-1])
     return (Case((ModuleInputs(spec.init, spec.state, (x2, *rest)),), {}, case.group, case.note),)
 
 
@@ -569,24 +581,41 @@ class TranslatorMemoryUnmasked(_TranslatorMistake):
 
 def _translator_cases(gen, hidden):
     specs = [("no padding", 5, 5, 8, 1.0, False, "5 source sentences of 5 tokens, max_len 8"),
-             ("padded source", 5, 6, 9, 0.8, True, "a padded source batch, max_len 9")]
+             ("padded source", 5, 6, 9, 0.8, True, "a padded source batch, max_len 9"),
+             ("every row finishes early", 4, 5, 10, 4.0, False, "every row ends with <eos> well before max_len 10")]
     if hidden:
         specs += [("no padding", 6, 3, 10, 0.5, False, "6 sentences, max_len 10"),
                   ("no padding", 4, 7, 6, 1.0, False, "max_len 6"),
-                  ("padded source", 6, 7, 10, 0.8, True, "padded source, max_len 10")]
+                  ("padded source", 6, 7, 10, 0.8, True, "padded source, max_len 10"),
+                  ("every row finishes early", 6, 4, 10, 5.0, True, "padded source, every row ends well before max_len 10")]
     config = _seq2seq_config()
     cases = []
     for group, B, S, max_len, boost, padded, note in specs:
-        model = make_test_seq2seq(_seed(gen), eos_boost=boost)
-        state = {f"model.{k}": v.detach().clone() for k, v in model.state_dict().items()}
+        seed = _seed(gen)
+        model = make_test_seq2seq(seed, eos_boost=boost)
         src = torch.randint(3, config["src_vocab_size"], (B, S), generator=gen)
         if padded:
             lengths = torch.randint(2, S + 1, (B,), generator=gen)
             lengths[0] = 2
             for b in range(B):
                 src[b, int(lengths[b]):] = model.config.pad_id
+        if group == "every row finishes early":
+            # the <eos> bias (of a few) with which every row ends before max_len - 1, as late as possible, so
+            # that a loop which does not stop once all rows are done shows it
+            lengths = {b: _greedy_length(make_test_seq2seq(seed, eos_boost=b), src, max_len)
+                       for b in (1.5, 2.0, 2.5, 3.0, 4.0, 6.0, 10.0)}
+            boost = max((b for b in lengths if lengths[b] < max_len - 1), key=lambda b: (lengths[b], -b))
+            model = make_test_seq2seq(seed, eos_boost=boost)
+        state = {f"model.{k}": v.detach().clone() for k, v in model.state_dict().items()}
         cases.append(Case((ModuleInputs(dict(config), state, (src, max_len)),), {}, group, note))
     return cases
+
+
+def _greedy_length(model, src, max_len) -> int:
+    from ..generation import greedy_decode
+
+    with torch.no_grad():
+        return int(greedy_decode(model, src, max_len).shape[1])
 
 
 def _starts_with_bos(case, out, derived) -> bool:
@@ -598,7 +627,7 @@ TRANSLATOR = Exercise(
     title="Greedy decoding until <eos>", minutes=15, kind="module",
     reference=Translator, make_cases=_translator_cases, forbidden=[COURSE_GREEDY],
     properties=[Property("starts with <bos>", "column 0 of the output must be bos_id", _starts_with_bos,
-                         fires_for=("<bos> not returned",))],
+                         fires_for=("<bos> not returned", "started from <pad> instead of <bos>"))],
     mistakes=[
         KnownMistake("<bos> not returned",
                      "Return the whole decoder sequence, starting with the <bos> you started from "
@@ -830,6 +859,304 @@ TRANSLATOR.mistakes = tuple(TRANSLATOR.mistakes) + (
     KnownMistake("one column too many",
                  "Your output can have max_len + 1 columns: stop when the output HAS max_len columns "
                  "(while out.shape[1] < max_len).", TranslatorOneTooLong),
+)
+
+
+
+# ---------------------------------------------------------------------------------------------------
+# More known mistakes, found by trying learners' answers that appear nowhere in the project (issue 11)
+# ---------------------------------------------------------------------------------------------------
+
+
+def shift_pad_hard_coded(targets, bos_id, pad_id):
+    return shift_right(targets, bos_id, 0)
+
+
+def shift_bos_hard_coded(targets, bos_id, pad_id):
+    return shift_right(targets, 1, pad_id)
+
+
+def shift_as_floats(targets, bos_id, pad_id):
+    return shift_right(targets, bos_id, pad_id).float()
+
+
+def shift_bos_in_first_row_only(targets, bos_id, pad_id):
+    out = shift_right(targets, bos_id, pad_id)
+    out[1:, 0] = torch.where(targets[1:, -1] == -100, pad_id, targets[1:, -1])  # what torch.roll left there
+    return out
+
+
+def shift_rolled_left(targets, bos_id, pad_id):
+    out = torch.roll(targets, shifts=-1, dims=1)
+    out[:, -1] = bos_id
+    return out.masked_fill(out == -100, pad_id)
+
+
+SHIFT_RIGHT.mistakes = tuple(SHIFT_RIGHT.mistakes) + (
+    KnownMistake("pad id hard-coded as 0",
+                 "You replace -100 by 0, not by the pad_id you are given (pad_id is 0 in this course's vocabularies, "
+                 "not in every model's). Use the argument: masked_fill(x == -100, pad_id).", shift_pad_hard_coded),
+    KnownMistake("<bos> hard-coded as 1",
+                 "Your start token is 1, not the bos_id you are given (T5, for one, starts with its pad token 0). "
+                 "Use the argument: torch.full_like(targets[:, :1], bos_id).", shift_bos_hard_coded),
+    KnownMistake("decoder input as floats",
+                 "Your decoder input is a float tensor (torch.full without dtype, or .float()). Token ids are int64: "
+                 "torch.full_like(targets[:, :1], bos_id) keeps the targets' dtype.", shift_as_floats),
+    KnownMistake("<bos> only in the first row",
+                 "Only row 0 starts with <bos>; the other rows start with what torch.roll wrapped around (their "
+                 "last target). Every row's column 0 is bos_id: out[:, 0] = bos_id.", shift_bos_in_first_row_only),
+    KnownMistake("rolled left, <bos> at the end",
+                 "torch.roll(targets, -1) shifts LEFT (y_2 .. y_T, then <bos> where you overwrote). Roll right, "
+                 "shifts=1, and put <bos> in column 0: <bos> y_1 .. y_{T-1}.", shift_rolled_left),
+)
+
+
+def _heads3(x, memory, W_Q, W_K, W_V, n_heads):
+    return split_heads(x @ W_Q, n_heads), split_heads(memory @ W_K, n_heads), split_heads(memory @ W_V, n_heads)
+
+
+def cross_mask_inverted(x, memory, W_Q, W_K, W_V, W_O, n_heads, memory_mask=None):
+    q, k, v = _heads3(x, memory, W_Q, W_K, W_V, n_heads)
+    mask = None if memory_mask is None else (memory_mask == 0)[:, None, None, :]  # True at the PADDING
+    return merge_heads(scaled_dot_product_attention(q, k, v, mask=mask)) @ W_O
+
+
+def cross_no_output_projection(x, memory, W_Q, W_K, W_V, W_O, n_heads, memory_mask=None):
+    q, k, v = _heads3(x, memory, W_Q, W_K, W_V, n_heads)
+    mask = None if memory_mask is None else padding_mask(memory_mask)
+    return merge_heads(scaled_dot_product_attention(q, k, v, mask=mask))
+
+
+def cross_merged_without_transpose(x, memory, W_Q, W_K, W_V, W_O, n_heads, memory_mask=None):
+    q, k, v = _heads3(x, memory, W_Q, W_K, W_V, n_heads)
+    mask = None if memory_mask is None else padding_mask(memory_mask)
+    z = scaled_dot_product_attention(q, k, v, mask=mask)  # (B, H, T, Dh)
+    return z.reshape(x.shape) @ W_O  # heads not moved back next to each other
+
+
+def cross_split_without_transpose(x, memory, W_Q, W_K, W_V, W_O, n_heads, memory_mask=None):
+    B, T, D = x.shape
+    S, Dh = memory.shape[1], D // n_heads
+    q = (x @ W_Q).reshape(B, n_heads, T, Dh)
+    k = (memory @ W_K).reshape(B, n_heads, S, Dh)
+    v = (memory @ W_V).reshape(B, n_heads, S, Dh)
+    mask = None if memory_mask is None else padding_mask(memory_mask)
+    return merge_heads(scaled_dot_product_attention(q, k, v, mask=mask)) @ W_O
+
+
+def cross_scores_times_mask(x, memory, W_Q, W_K, W_V, W_O, n_heads, memory_mask=None):
+    q, k, v = _heads3(x, memory, W_Q, W_K, W_V, n_heads)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    if memory_mask is not None:
+        scores = scores * memory_mask[:, None, None, :]  # 0 is not -inf: padding keeps exp(0) = 1
+    return merge_heads(torch.softmax(scores, dim=-1) @ v) @ W_O
+
+
+def cross_weights_transposed(x, memory, W_Q, W_K, W_V, W_O, n_heads, memory_mask=None):
+    return cross_attention(x, memory, W_Q.T, W_K.T, W_V.T, W_O.T, n_heads, memory_mask)
+
+
+CROSS_ATTENTION.mistakes = tuple(CROSS_ATTENTION.mistakes) + (
+    KnownMistake("memory mask inverted",
+                 "Your mask keeps the PADDING and blocks the real source tokens. memory_mask is 1 for real tokens, "
+                 "and course_lib's masks are True where a query may attend: padding_mask(memory_mask) as it is.",
+                 cross_mask_inverted),
+    KnownMistake("output projection W_O missing",
+                 "After merging the heads, multiply by W_O: out = merge_heads(Z) @ W_O.", cross_no_output_projection),
+    KnownMistake("heads merged without moving the head axis back",
+                 "You reshaped (B, H, T, Dh) straight to (B, T, D), which mixes positions and heads. Move the head "
+                 "axis next to Dh first: Z.transpose(1, 2).reshape(B, T, D), which is merge_heads(Z).",
+                 cross_merged_without_transpose),
+    KnownMistake("heads split by a plain reshape",
+                 "You reshaped (B, T, D) straight to (B, H, T, Dh): that cuts the sequence, not the features, into "
+                 "heads. Reshape to (B, T, H, Dh), then transpose(1, 2) (this is split_heads).",
+                 cross_split_without_transpose),
+    KnownMistake("scores multiplied by the memory mask",
+                 "Multiplying the scores by the 0/1 mask gives padding a score of 0, and exp(0) = 1 is not zero "
+                 "weight. Blocked keys need -inf before the softmax: pass mask=padding_mask(memory_mask).",
+                 cross_scores_times_mask),
+    KnownMistake("weight matrices transposed",
+                 "You used x @ W.T (the nn.Linear habit). Here the weights are given as (in, out): Q = x @ W_Q, "
+                 "K = memory @ W_K, V = memory @ W_V, out = ... @ W_O.", cross_weights_transposed),
+)
+
+
+class BlockCausalCross(_BlockMistake):
+    """Wrong: the causal mask also given to the cross-attention."""
+
+    def forward(self, x, memory, memory_mask=None):
+        T, S = x.shape[1], memory.shape[1]
+        cross = torch.ones(T, S, dtype=torch.bool).tril()
+        if memory_mask is not None:
+            cross = cross & padding_mask(memory_mask)
+        x = x + self.self_attn(self.ln1(x), mask=causal_mask(T))
+        x = x + self.cross_attn(self.ln2(x), memory, mask=cross)
+        return x + self.mlp(self.ln3(x))
+
+
+class BlockMemoryNormalised(_BlockMistake):
+    """Wrong: ln2 applied to the memory as well."""
+
+    def forward(self, x, memory, memory_mask=None):
+        cross = None if memory_mask is None else padding_mask(memory_mask)
+        x = x + self.self_attn(self.ln1(x), mask=causal_mask(x.shape[1]))
+        x = x + self.cross_attn(self.ln2(x), self.ln2(memory), mask=cross)
+        return x + self.mlp(self.ln3(x))
+
+
+class BlockResidualFromNormalised(_BlockMistake):
+    """Wrong: h = ln(x); x = h + sublayer(h) (the residual stream carries the normalised x)."""
+
+    def forward(self, x, memory, memory_mask=None):
+        cross = None if memory_mask is None else padding_mask(memory_mask)
+        h = self.ln1(x)
+        x = h + self.self_attn(h, mask=causal_mask(x.shape[1]))
+        h = self.ln2(x)
+        x = h + self.cross_attn(h, memory, mask=cross)
+        h = self.ln3(x)
+        return h + self.mlp(h)
+
+
+class BlockNoMlpResidual(_BlockMistake):
+    def forward(self, x, memory, memory_mask=None):
+        cross = None if memory_mask is None else padding_mask(memory_mask)
+        x = x + self.self_attn(self.ln1(x), mask=causal_mask(x.shape[1]))
+        x = x + self.cross_attn(self.ln2(x), memory, mask=cross)
+        return self.mlp(self.ln3(x))
+
+
+class BlockTriuMask(_BlockMistake):
+    """Wrong: triu instead of tril (each position sees itself and the FUTURE)."""
+
+    def forward(self, x, memory, memory_mask=None):
+        cross = None if memory_mask is None else padding_mask(memory_mask)
+        T = x.shape[1]
+        x = x + self.self_attn(self.ln1(x), mask=torch.ones(T, T, dtype=torch.bool).triu())
+        x = x + self.cross_attn(self.ln2(x), memory, mask=cross)
+        return x + self.mlp(self.ln3(x))
+
+
+class BlockOneLayerNorm(_BlockMistake):
+    """Wrong: ln1 before every sub-layer."""
+
+    def forward(self, x, memory, memory_mask=None):
+        cross = None if memory_mask is None else padding_mask(memory_mask)
+        x = x + self.self_attn(self.ln1(x), mask=causal_mask(x.shape[1]))
+        x = x + self.cross_attn(self.ln1(x), memory, mask=cross)
+        return x + self.mlp(self.ln1(x))
+
+
+class BlockParallel(_BlockMistake):
+    """Wrong: the three sub-layers all read the block's input x."""
+
+    def forward(self, x, memory, memory_mask=None):
+        cross = None if memory_mask is None else padding_mask(memory_mask)
+        a = self.self_attn(self.ln1(x), mask=causal_mask(x.shape[1]))
+        c = self.cross_attn(self.ln2(x), memory, mask=cross)
+        return x + a + c + self.mlp(self.ln3(x))
+
+
+DECODER_BLOCK.mistakes = tuple(DECODER_BLOCK.mistakes) + (
+    KnownMistake("causal mask in the cross-attention",
+                 "You gave the cross-attention a causal mask, so target position t reads only the first t+1 source "
+                 "words. The causal mask is for the SELF-attention; the cross-attention only masks source padding.",
+                 BlockCausalCross),
+    KnownMistake("memory normalised again",
+                 "You apply ln2 to the memory too. The encoder output is already normalised (by the encoder's final "
+                 "LayerNorm); ln2 normalises only the decoder stream: self.cross_attn(self.ln2(x), memory, ...).",
+                 BlockMemoryNormalised),
+    KnownMistake("residual added to the normalised input",
+                 "You add each sub-layer's output to ln(x) instead of x (h = ln(x); x = h + f(h)). Pre-norm keeps "
+                 "the residual stream un-normalised: x = x + f(ln(x)).", BlockResidualFromNormalised),
+    KnownMistake("residual missing around the MLP",
+                 "The MLP's output must be ADDED to the stream as well: return x + self.mlp(self.ln3(x)).",
+                 BlockNoMlpResidual),
+    KnownMistake("causal mask built with triu",
+                 "Your self-attention mask is upper-triangular (triu): each position sees itself and the FUTURE. A "
+                 "causal mask keeps the lower triangle: causal_mask(T), i.e. torch.ones(T, T).tril().bool().",
+                 BlockTriuMask),
+    KnownMistake("one LayerNorm for every sub-layer",
+                 "Each sub-layer has its own LayerNorm with its own weights: ln1 before the self-attention, ln2 "
+                 "before the cross-attention, ln3 before the MLP. You used ln1 everywhere.", BlockOneLayerNorm),
+    KnownMistake("sub-layers in parallel",
+                 "Your three sub-layers all read the block's input x and their outputs are summed. They run one "
+                 "after the other: the cross-attention reads x AFTER the self-attention was added, the MLP after both.",
+                 BlockParallel),
+)
+DECODER_BLOCK.properties = tuple(replace(p, fires_for=("no causal mask in the self-attention", "causal mask built with triu",
+                                                       "cross-attention keys taken from the decoder"))
+                                 for p in DECODER_BLOCK.properties)
+
+
+class TranslatorStopsAtFirstEos(_TranslatorMistake):
+    """Wrong: stops as soon as ANY row is finished."""
+
+    def forward(self, src_ids, max_len):
+        c = self.model.config
+        src_mask = src_ids != c.pad_id
+        out = torch.full((src_ids.shape[0], 1), c.bos_id, dtype=torch.long)
+        finished = torch.zeros(src_ids.shape[0], dtype=torch.bool)
+        with torch.no_grad():
+            memory = self.model.encode(src_ids, src_mask)
+            while out.shape[1] < max_len and not bool(finished.any()):
+                nxt = self.model.decode(out, memory, src_mask)[:, -1, :].argmax(dim=-1)
+                out = torch.cat([out, nxt[:, None]], dim=1)
+                finished |= nxt == c.eos_id
+        return out
+
+
+class TranslatorAlwaysMaxLen(_TranslatorMistake):
+    """Wrong: always max_len columns (pads finished rows but never stops early)."""
+
+    def forward(self, src_ids, max_len):
+        c = self.model.config
+        out = Translator.forward(self, src_ids, max_len)
+        pad = torch.full((out.shape[0], max_len - out.shape[1]), c.pad_id, dtype=torch.long)
+        return torch.cat([out, pad], dim=1)
+
+
+class TranslatorEosReplaced(_TranslatorMistake):
+    """Wrong: marks the row finished before writing, so the <eos> itself becomes <pad>."""
+
+    def forward(self, src_ids, max_len):
+        c = self.model.config
+        out = Translator.forward(self, src_ids, max_len)
+        return out.masked_fill(out == c.eos_id, c.pad_id)
+
+
+class TranslatorStartsWithPad(_TranslatorMistake):
+    """Wrong: the decoder starts from pad_id."""
+
+    def forward(self, src_ids, max_len):
+        c = self.model.config
+        src_mask = src_ids != c.pad_id
+        out = torch.full((src_ids.shape[0], 1), c.pad_id, dtype=torch.long)
+        finished = torch.zeros(src_ids.shape[0], dtype=torch.bool)
+        with torch.no_grad():
+            memory = self.model.encode(src_ids, src_mask)
+            while out.shape[1] < max_len and not bool(finished.all()):
+                nxt = self.model.decode(out, memory, src_mask)[:, -1, :].argmax(dim=-1)
+                nxt = torch.where(finished, c.pad_id, nxt)
+                out = torch.cat([out, nxt[:, None]], dim=1)
+                finished |= nxt == c.eos_id
+        return out
+
+
+TRANSLATOR.mistakes = tuple(TRANSLATOR.mistakes) + (
+    KnownMistake("stops when the first row is finished",
+                 "Your loop stops as soon as ONE row produced <eos> (finished.any()). Keep going until EVERY row is "
+                 "finished (finished.all()) or the output has max_len columns.", TranslatorStopsAtFirstEos),
+    KnownMistake("does not stop when every row is finished",
+                 "Your output always has max_len columns. Once every row has produced <eos> there is nothing left "
+                 "to decode: stop the loop (while out.shape[1] < max_len and not finished.all()).",
+                 TranslatorAlwaysMaxLen),
+    KnownMistake("<eos> replaced by <pad>",
+                 "Your rows never contain <eos>: you mark a row finished before writing its token, so the <eos> "
+                 "itself becomes pad_id. Write the token first, then update finished |= next_token == eos_id.",
+                 TranslatorEosReplaced),
+    KnownMistake("started from <pad> instead of <bos>",
+                 "The decoder starts from bos_id (the model config's), not pad_id: out = torch.full((B, 1), "
+                 "c.bos_id).", TranslatorStartsWithPad),
 )
 
 register(SHIFT_RIGHT, CROSS_ATTENTION, DECODER_BLOCK, TRANSLATOR)

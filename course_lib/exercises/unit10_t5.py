@@ -243,6 +243,65 @@ RELATIVE_POSITION_BUCKET = Exercise(
                   Alternative("a lookup table by distance, torch.where for the side", lookup_table)],
 )
 
+
+
+def zero_in_upper_half(relative_position, bidirectional=True, num_buckets=32, max_distance=128):
+    """(j - i >= 0) picks the upper half: the query's own position goes to the keys-to-the-right side."""
+    out = relative_position_bucket(relative_position, bidirectional, num_buckets, max_distance)
+    if bidirectional:
+        out = torch.where(relative_position == 0, out + num_buckets // 2, out)
+    return out
+
+
+def float_buckets(relative_position, bidirectional=True, num_buckets=32, max_distance=128):
+    """The log-spaced part never truncated to an integer (no .long()): fractional float buckets."""
+    rel = relative_position.long()
+    per = num_buckets // 2 if bidirectional else num_buckets
+    side = (rel > 0).long() * per if bidirectional else torch.zeros_like(rel)
+    n = rel.abs() if bidirectional else (-rel).clamp(min=0)
+    exact = per // 2
+    large = exact + torch.log(n.clamp(min=1).float() / exact) / math.log(max_distance / exact) * (per - exact)
+    return side + torch.where(n < exact, n.float(), large.clamp(max=per - 1))
+
+
+def log_of_max_distance(relative_position, bidirectional=True, num_buckets=32, max_distance=128):
+    """log(n / max_exact) / log(max_distance) instead of / log(max_distance / max_exact)."""
+    rel = relative_position.long()
+    per = num_buckets // 2 if bidirectional else num_buckets
+    side = (rel > 0).long() * per if bidirectional else torch.zeros_like(rel)
+    n = rel.abs() if bidirectional else (-rel).clamp(min=0)
+    exact = per // 2
+    large = exact + (torch.log(n.clamp(min=1).float() / exact) / math.log(max_distance) * (per - exact)).long()
+    return side + torch.where(n < exact, n, large.clamp(max=per - 1))
+
+
+def int32_buckets(relative_position, bidirectional=True, num_buckets=32, max_distance=128):
+    return relative_position_bucket(relative_position, bidirectional, num_buckets, max_distance).int()
+
+
+def always_bidirectional(relative_position, bidirectional=True, num_buckets=32, max_distance=128):
+    return relative_position_bucket(relative_position, True, num_buckets, max_distance)
+
+
+RELATIVE_POSITION_BUCKET.mistakes = tuple(RELATIVE_POSITION_BUCKET.mistakes) + (
+    KnownMistake("j - i = 0 put in the upper half",
+                 "The query's own position (j - i = 0) belongs to the LOWER half, with the keys to the left: the "
+                 "upper half starts at j - i = 1. Use (relative_position > 0), not >= 0.", zero_in_upper_half),
+    KnownMistake("log-spaced buckets not truncated to integers",
+                 "Your buckets are fractional floats: bucket ids are integers, int64. Truncate the log-spaced "
+                 "part with `.long()` (floor for these positive numbers) before adding max_exact.", float_buckets),
+    KnownMistake("divided by log(max_distance)",
+                 "The log-spaced buckets divide log(n / max_exact) by log(max_distance / max_exact), so that "
+                 "n = max_distance lands exactly on the last bucket. You divided by log(max_distance).",
+                 log_of_max_distance),
+    KnownMistake("bucket ids as int32",
+                 "Your buckets are int32; bucket ids index an embedding table, so return int64 (torch.long), "
+                 "like relative_position.long() and torch.where of int64 tensors give.", int32_buckets),
+    KnownMistake("bidirectional ignored",
+                 "Your decoder (bidirectional=False) gets the encoder's buckets. With bidirectional=False all "
+                 "num_buckets buckets are for the past, and the distance is max(-(j - i), 0).", always_bidirectional),
+)
+
 register(RELATIVE_POSITION_BUCKET)
 
 
@@ -372,6 +431,58 @@ T5_ATTENTION = Exercise(
     ],
     alternatives=[Alternative("einsum and -inf", attention_with_einsum),
                   Alternative("one head at a time, softmax written out", attention_head_by_head)],
+)
+
+def bias_of_first_head(q, k, v, position_bias, mask=None):
+    return t5_attention(q, k, v, position_bias[:, :1].expand_as(position_bias), mask)
+
+
+def mask_added(q, k, v, position_bias, mask=None):
+    scores = q @ k.transpose(-2, -1) + position_bias
+    if mask is not None:
+        scores = scores + mask.to(scores.dtype)  # adds 0/1: blocks nothing
+    return torch.softmax(scores, dim=-1) @ v
+
+
+def t5_mask_inverted(q, k, v, position_bias, mask=None):
+    return t5_attention(q, k, v, position_bias, None if mask is None else ~mask)
+
+
+def bias_multiplied(q, k, v, position_bias, mask=None):
+    scores = _masked((q @ k.transpose(-2, -1)) * position_bias, mask)
+    return torch.softmax(scores, dim=-1) @ v
+
+
+def masked_scores_zero(q, k, v, position_bias, mask=None):
+    scores = q @ k.transpose(-2, -1) + position_bias
+    if mask is not None:
+        scores = scores.masked_fill(~mask, 0.0)  # 0 is a score like any other, not "blocked"
+    return torch.softmax(scores, dim=-1) @ v
+
+
+def weights_returned_too(q, k, v, position_bias, mask=None):
+    weights = torch.softmax(_masked(q @ k.transpose(-2, -1) + position_bias, mask), dim=-1)
+    return weights @ v, weights
+
+
+T5_ATTENTION.mistakes = tuple(T5_ATTENTION.mistakes) + (
+    KnownMistake("one head's bias for every head",
+                 "Every head got head 0's bias. position_bias has shape (1, H, T_q, T_k): one bias per head; add it "
+                 "as it is and broadcasting matches head h with bias h.", bias_of_first_head),
+    KnownMistake("bool mask added to the scores",
+                 "Adding a True/False mask to the scores adds 1 or 0, which blocks nothing. Fill the blocked "
+                 "scores instead: scores.masked_fill(~mask, torch.finfo(scores.dtype).min).", mask_added),
+    KnownMistake("mask inverted",
+                 "Your mask blocks the keys that may be attended and keeps the blocked ones: True means MAY attend, "
+                 "so fill where ~mask.", t5_mask_inverted),
+    KnownMistake("bias multiplied with the scores",
+                 "The position bias is ADDED to the scores (q k^T + bias), not multiplied.", bias_multiplied),
+    KnownMistake("masked scores set to 0",
+                 "A score of 0 still gets weight exp(0) after the softmax. Blocked keys need a very negative score: "
+                 "masked_fill(~mask, torch.finfo(scores.dtype).min) (or -inf).", masked_scores_zero),
+    KnownMistake("weights returned too",
+                 "Return only the output softmax(...) @ v, shape (B, H, T_q, d), not (output, weights).",
+                 weights_returned_too),
 )
 
 register(T5_ATTENTION)

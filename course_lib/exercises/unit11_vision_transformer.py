@@ -61,7 +61,11 @@ def patchify(images: Tensor, patch_size: int) -> Tensor:
 
         patches[b, r * (W/p) + c, ch * p*p + i * p + j] = images[b, ch, r*p + i, c*p + j]
     """
-    return V.patchify(images, patch_size)
+    B, C, H, W = images.shape
+    p = patch_size
+    x = images.reshape(B, C, H // p, p, W // p, p)  # (B, C, rows, i, cols, j)
+    x = x.permute(0, 2, 4, 1, 3, 5)  # (B, rows, cols, C, i, j)
+    return x.reshape(B, (H // p) * (W // p), C * p * p)  # (B, N, C*p*p)
 
 
 def _permuted(images: Tensor, p: int, order: tuple) -> Tensor:
@@ -131,6 +135,8 @@ PATCHIFY = _exercise(
     id="11.patchify", notebook=NOTEBOOK, function="patchify", points=3,
     title="Cut an image into patch vectors", minutes=12,
     reference=patchify, make_cases=_patch_cases,
+    forbidden=[Forbidden("course_lib's patchify (course_lib.vit.patchify)", ("course_lib.vit.patchify",),
+                         "this exercise asks you to cut the patches yourself with reshape and permute")],
     mistakes=[
         KnownMistake("plain reshape, no permute",
                      "You reshaped (B, C, H, W) straight to (B, N, C*p*p). That cuts the memory into runs of "
@@ -364,6 +370,8 @@ def _xattn_cases(gen, hidden):
 
 
 def _rows_sum_to_one(case, out, derived) -> bool:
+    if not (isinstance(out, (tuple, list)) and len(out) == 2 and isinstance(out[1], Tensor)):
+        return True  # not a pair (out, weights): reported as such, not as a softmax problem
     weights = out[1]
     return bool(torch.allclose(weights.double().sum(dim=-1), torch.ones((), dtype=torch.float64), atol=1e-5))
 
@@ -378,7 +386,7 @@ CROSS_ATTENTION = _exercise(
     properties=[_property(name="each word's weights sum to one",
                           message="for each word (query) and head, the weights over the patches (the last axis) "
                                   "must sum to 1: take the softmax over the patches (dim=-1)",
-                          holds=_rows_sum_to_one, fires_for=("softmax over the words",))],
+                          holds=_rows_sum_to_one, fires_for=("softmax over the words", "scores returned instead of weights"))],
     mistakes=[
         KnownMistake("queries from the image",
                      "Your queries come from the patches and the keys and values from the words, so you get one "
@@ -403,6 +411,158 @@ CROSS_ATTENTION = _exercise(
     alternatives=[Alternative("a loop over heads with einsum", xattn_by_head_loop),
                   Alternative("course_lib's split_heads and scaled_dot_product_attention", xattn_by_course_attention)],
 )
+
+# ---------------------------------------------------------------------------------------------------
+# More known mistakes, found by trying learners' answers that appear nowhere in the project (issue 11)
+# ---------------------------------------------------------------------------------------------------
+
+
+def patchify_channel_after_row(images, patch_size):
+    return _permuted(images, patch_size, (0, 2, 4, 3, 1, 5))  # pixels (i, ch, j)
+
+
+def patchify_grid_split_backwards(images, patch_size):
+    B, C, H, W = images.shape
+    p = patch_size
+    x = images.reshape(B, C, p, H // p, p, W // p)  # (p, H/p) instead of (H/p, p)
+    return x.permute(0, 3, 5, 1, 2, 4).reshape(B, (H // p) * (W // p), C * p * p)
+
+
+def patchify_unfold_not_transposed(images, patch_size):
+    return F.unfold(images, kernel_size=patch_size, stride=patch_size)  # (B, C*p*p, N)
+
+
+def patchify_overlapping(images, patch_size):
+    return F.unfold(images, kernel_size=patch_size).transpose(1, 2)  # stride 1
+
+
+def patchify_height_width_swapped(images, patch_size):
+    return patchify(images.transpose(2, 3), patch_size)
+
+
+PATCHIFY.mistakes = tuple(PATCHIFY.mistakes) + (
+    KnownMistake("channel axis after the pixel rows",
+                 "Inside each patch your values go (row, channel, column). The order is channel by channel, then "
+                 "row, then column: permute to (B, rows, cols, C, i, j), i.e. permute(0, 2, 4, 1, 3, 5).",
+                 patchify_channel_after_row),
+    KnownMistake("grid split as (p, H/p)",
+                 "You split H into (p, H/p); the patch-grid row comes FIRST: reshape(B, C, H // p, p, W // p, p). "
+                 "(Row r*p + i of the image is grid row r, pixel row i.)", patchify_grid_split_backwards),
+    KnownMistake("F.unfold not transposed",
+                 "F.unfold returns (B, C*p*p, N), one COLUMN per patch. The task asks for (B, N, C*p*p), one row per "
+                 "patch: add .transpose(1, 2).", patchify_unfold_not_transposed),
+    KnownMistake("overlapping windows (stride 1)",
+                 "Your windows overlap: F.unfold's stride defaults to 1. Patches tile the image without overlap: "
+                 "stride=patch_size, giving N = (H/p) * (W/p) patches.", patchify_overlapping),
+    KnownMistake("height and width swapped",
+                 "You read the image with H and W swapped (a transpose(2, 3) or (B, C, W, H) reshape): patches go "
+                 "row by row of the image as it is, images[b, ch, r*p + i, c*p + j].", patchify_height_width_swapped),
+)
+
+
+def embed_cls_position_for_all(patches, W_patch, b_patch, cls_token, pos_emb):
+    x = patches @ W_patch + b_patch
+    return torch.cat([cls_token.expand(patches.shape[0], 1, -1), x], dim=1) + pos_emb[0]
+
+
+def embed_positions_twice(patches, W_patch, b_patch, cls_token, pos_emb):
+    x = patches @ W_patch + b_patch + pos_emb[1:]
+    return torch.cat([cls_token.expand(patches.shape[0], 1, -1), x], dim=1) + pos_emb
+
+
+def embed_positions_rolled(patches, W_patch, b_patch, cls_token, pos_emb):
+    return vit_embed(patches, W_patch, b_patch, cls_token, torch.roll(pos_emb, 1, dims=0))
+
+
+VIT_EMBED.mistakes = tuple(VIT_EMBED.mistakes) + (
+    KnownMistake("[CLS]'s position added to every token",
+                 "You add pos_emb[0] (one row, broadcast) to every token, so all tokens get the same position. Add "
+                 "the whole table pos_emb (1 + N, D): row 0 to [CLS], row 1 + n to patch n.",
+                 embed_cls_position_for_all),
+    KnownMistake("positions added twice",
+                 "The patches got their positions twice: once before [CLS] was prepended (pos_emb[1:]) and again "
+                 "with the whole table. Add pos_emb once, after the concatenation.", embed_positions_twice),
+    KnownMistake("positions shifted by one",
+                 "Your position rows are off by one ([CLS] gets the last row, patch n row n). Row 0 is [CLS]'s, "
+                 "row 1 + n patch n's: add pos_emb as it is after prepending [CLS].", embed_positions_rolled),
+)
+
+
+def xattn_merged_without_transpose(x, memory, W_Q, W_K, W_V, W_O, n_heads):
+    B, T, D = x.shape
+    _, weights = cross_attention(x, memory, W_Q, W_K, W_V, W_O, n_heads)
+    v = (memory @ W_V).reshape(B, memory.shape[1], n_heads, D // n_heads).transpose(1, 2)
+    return (weights @ v).reshape(B, T, D) @ W_O, weights  # (B, H, T, dh) read as (B, T, D)
+
+
+def xattn_split_without_transpose(x, memory, W_Q, W_K, W_V, W_O, n_heads):
+    B, T, D = x.shape
+    N, dh = memory.shape[1], D // n_heads
+    q = (x @ W_Q).reshape(B, n_heads, T, dh)
+    k = (memory @ W_K).reshape(B, n_heads, N, dh)
+    v = (memory @ W_V).reshape(B, n_heads, N, dh)
+    weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(dh), dim=-1)
+    return (weights @ v).transpose(1, 2).reshape(B, T, D) @ W_O, weights
+
+
+def xattn_no_output_projection(x, memory, W_Q, W_K, W_V, W_O, n_heads):
+    D = x.shape[-1]
+    return cross_attention(x, memory, W_Q, W_K, W_V, torch.eye(D, dtype=x.dtype), n_heads)
+
+
+def xattn_scores_returned(x, memory, W_Q, W_K, W_V, W_O, n_heads):
+    B, T, D = x.shape
+    dh = D // n_heads
+    q = (x @ W_Q).reshape(B, T, n_heads, dh).transpose(1, 2)
+    k = (memory @ W_K).reshape(B, memory.shape[1], n_heads, dh).transpose(1, 2)
+    out, _ = cross_attention(x, memory, W_Q, W_K, W_V, W_O, n_heads)
+    return out, q @ k.transpose(-2, -1) / math.sqrt(dh)
+
+
+def xattn_weights_averaged(x, memory, W_Q, W_K, W_V, W_O, n_heads):
+    out, weights = cross_attention(x, memory, W_Q, W_K, W_V, W_O, n_heads)
+    return out, weights.mean(dim=1)
+
+
+def xattn_values_with_W_K(x, memory, W_Q, W_K, W_V, W_O, n_heads):
+    return cross_attention(x, memory, W_Q, W_K, W_K, W_O, n_heads)
+
+
+def xattn_weights_transposed(x, memory, W_Q, W_K, W_V, W_O, n_heads):
+    return cross_attention(x, memory, W_Q.T, W_K.T, W_V.T, W_O.T, n_heads)
+
+
+def xattn_weights_not_returned(x, memory, W_Q, W_K, W_V, W_O, n_heads):
+    return cross_attention(x, memory, W_Q, W_K, W_V, W_O, n_heads)[0]
+
+
+CROSS_ATTENTION.mistakes = tuple(CROSS_ATTENTION.mistakes) + (
+    KnownMistake("heads merged without moving the head axis back",
+                 "You reshaped (B, H, T, d_head) straight to (B, T, D), which mixes words and heads. Transpose first: "
+                 "(A @ V).transpose(1, 2).reshape(B, T, D) puts each word's heads side by side.",
+                 xattn_merged_without_transpose),
+    KnownMistake("heads split by a plain reshape",
+                 "You reshaped (B, T, D) straight to (B, H, T, d_head): that cuts the sequence, not the features, "
+                 "into heads. Reshape to (B, T, H, d_head), then transpose(1, 2).", xattn_split_without_transpose),
+    KnownMistake("output projection W_O missing",
+                 "After putting the heads side by side, multiply by W_O: out = concat_h(A V) @ W_O.",
+                 xattn_no_output_projection),
+    KnownMistake("scores returned instead of weights",
+                 "The second output must be the attention WEIGHTS, softmax(Q K^T / sqrt(d_head)) over the patches; "
+                 "you returned the scores before the softmax.", xattn_scores_returned),
+    KnownMistake("weights averaged over the heads",
+                 "Return every head's weights, shape (B, H, T, N), not their mean over the heads (B, T, N).",
+                 xattn_weights_averaged),
+    KnownMistake("values computed with W_K",
+                 "Your values use W_K (a copy-paste slip): V = memory @ W_V.", xattn_values_with_W_K),
+    KnownMistake("weight matrices transposed",
+                 "You used x @ W.T (the nn.Linear habit). The weights are given as (in, out): Q = x @ W_Q, "
+                 "K = memory @ W_K, V = memory @ W_V, out = ... @ W_O.", xattn_weights_transposed),
+    KnownMistake("weights not returned",
+                 "Return a pair (out, weights): the output (B, T, D) and the attention weights (B, H, T, N).",
+                 xattn_weights_not_returned),
+)
+
 
 ALTERNATIVES = {ex.id: alts for ex, alts in (
     (PATCHIFY, [patchify_by_unfold, patchify_by_loops, patchify_by_tensor_unfold]),
