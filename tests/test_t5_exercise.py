@@ -106,12 +106,12 @@ def test_float_output_and_other_wrong_answers_are_explained():
                        * (per_side - exact)).long()
         return side + torch.where(n <= exact, n, big.clamp(max=per_side - 1))
     assert run_local(EX, less_or_equal).status == PASSED
-    # a right half that starts at distance 0 (rel >= 0): one position wrong, reported, no mistake named wrongly
+    # a right half that starts at distance 0 (rel >= 0): one position wrong, and named (a mistake of its own)
     def right_half_includes_zero(rel, bidirectional=True, num_buckets=32, max_distance=128):
         out = EX.reference(rel, bidirectional, num_buckets, max_distance)
         return out + ((rel == 0).long() * (num_buckets // 2) if bidirectional else 0)
     report = run_local(EX, right_half_includes_zero, allow_reference=True)
-    assert report.status != PASSED and report.mistake is None
+    assert report.status != PASSED and report.mistake == "j - i = 0 put in the upper half"
 
 
 def test_input_is_left_unchanged_by_the_reference():
