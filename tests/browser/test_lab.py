@@ -179,20 +179,36 @@ def _run_all(page, timeout=600):
 
 
 def _screenshots(page, name):
-    """Full-page screenshots: the notebook panel scrolls, so capture it page by page."""
+    """Full-page screenshots: the notebook panel scrolls, so capture it page by page.
+
+    JupyterLab renders cells lazily and its scroll height is an estimate that grows as cells render, so
+    the height is re-read after every scroll, and the loop stops when a scroll no longer moves (the end),
+    instead of scrolling to a precomputed height past the last cell (a blank page)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    scroller = ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-WindowedPanel-outer"
-    height = page.evaluate(f"() => document.querySelector('{scroller}').scrollHeight")
-    view = page.evaluate(f"() => document.querySelector('{scroller}').clientHeight")
-    shots = []
-    for i, top in enumerate(range(0, max(height, 1), max(view - 80, 200))):
-        page.evaluate(f"() => document.querySelector('{scroller}').scrollTo(0, {top})")
-        time.sleep(0.2)
-        path = ARTIFACTS / f"{name}-{i + 1:02d}.png"
+    for old in ARTIFACTS.glob(f"{name}-[0-9][0-9].png"):  # pages of an earlier, longer run
+        old.unlink()
+    scroller = f"document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-WindowedPanel-outer')"
+    view = page.evaluate(f"() => {scroller}.clientHeight")
+    step = max(view - 80, 200)
+    shots, top, last = [], 0, -1
+    while len(shots) <= 40:
+        page.evaluate(f"() => {scroller}.scrollTo(0, {top})")
+        time.sleep(0.3)
+        actual = page.evaluate(f"() => {scroller}.scrollTop")
+        if actual <= last:  # the panel did not move: the previous page was the end
+            break
+        # JupyterLab lets the notebook scroll past its last cell: a page with no cell on it is the end.
+        visible = (f"() => {{ const r = {scroller}.getBoundingClientRect(); return [...{scroller}"
+                   f".querySelectorAll('.jp-Cell')].some(c => {{ const b = c.getBoundingClientRect(); "
+                   f"return b.height > 0 && b.bottom > r.top + 40 && b.top < r.bottom; }}); }}")
+        if not page.evaluate(visible):
+            time.sleep(1.0)  # lazily rendered cells may still be on their way
+            if not page.evaluate(visible):
+                break
+        path = ARTIFACTS / f"{name}-{len(shots) + 1:02d}.png"
         page.screenshot(path=str(path))
         shots.append(path)
-        if i >= 40:
-            break
+        last, top = actual, actual + step
     return shots
 
 
