@@ -480,6 +480,7 @@ def _generator_cases(gen, hidden):
             ("past the window", 8, 6, (1.2, None, None), "prompt fills the window, 6 new tokens"),
             ("past the window", 2, 14, (0.0, None, None), "greedy, 14 new tokens"),
             ("knobs", 3, 8, (0.9, 4, 0.9), "temperature 0.9, top_k=4, top_p=0.9"),
+            ("knobs", 4, 8, (1.2, 2, 0.95), "temperature 1.2, top_k=2 (it binds), top_p=0.95"),
         ]
     cases = []
     for group, T, n_new, (temperature, top_k, top_p), note in specs:
