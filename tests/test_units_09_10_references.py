@@ -113,4 +113,7 @@ def test_10_translator_equals_course_lib_greedy_decode_and_stops_at_eos():
         for row in out.tolist():
             if 2 in row:
                 assert all(t == 0 for t in row[row.index(2) + 1:])
-        assert len({tuple(r) for r in out.tolist()}) > 1  # the test model's choices depend on the source
+        if case.group == "every row finishes early":  # the group's promise: <eos> before max_len
+            assert all(2 in row and row.index(2) < max_len for row in out.tolist())
+        else:
+            assert len({tuple(r) for r in out.tolist()}) > 1  # the test model's choices depend on the source
