@@ -228,9 +228,9 @@ def test_per_notebook_limit_stops_a_notebook_not_the_class(tmp_path):
     assert {e["status"] for e in slow.values()} == {"timeout"}
     assert all("8 s of CPU time" in e["message"] for e in slow.values()), [e["message"] for e in slow.values()]
     results = json.loads((out / "results" / "slow.json").read_text())
-    nb = next(iter(results["notebooks"].values())) if isinstance(results.get("notebooks"), dict) else None
-    if nb is not None:  # both clocks are recorded
-        assert nb["cpu_seconds"] > 8 and nb["seconds"] >= 0
+    nb = next(iter(results["notebooks"].values()))
+    assert nb["cpu_seconds"] > 8  # the spinner used up the notebook's CPU budget (CPU time, not wall clock)
+    assert isinstance(nb["seconds"], float)  # the wall clock is recorded beside it, never judged
 
 
 def _busy(n: int) -> list:
