@@ -129,3 +129,56 @@ def test_ready_made_attention_is_forbidden():
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=1.0)
 
     assert run_local(ATT, sdpa).status == "forbidden"
+
+
+# The log-spaced bucket floors a float. Where its exact value is a whole number (T5's encoder at distance 64:
+# ln 8 / ln 16 * 8 = 6) float32 and float64 may round to different sides; the cases leave those distances out.
+ROUNDINGS = [t5ex.float64_scale_first, t5ex.float64_log_difference, t5ex.loop_with_math_log, vectorised_float64]
+
+
+def _log_difference(rel, bidirectional, num_buckets, max_distance, dtype):
+    """ln(n) - ln(e) over ln(max_distance) - ln(e), every logarithm taken in ``dtype``."""
+    per_side = num_buckets // 2 if bidirectional else num_buckets
+    exact = per_side // 2
+    n = rel.abs() if bidirectional else (-rel).clamp(min=0)
+    N, E, M = (torch.log(torch.as_tensor(v, dtype=dtype)) for v in (n.clamp(min=1), exact, max_distance))
+    steps = ((N - E) / (M - E) * (per_side - exact)).floor().long()
+    bucket = torch.where(n < exact, n, (exact + steps).clamp(max=per_side - 1))
+    return bucket + (rel > 0).long() * per_side if bidirectional else bucket
+
+
+def float32_log_difference(*args):
+    return _log_difference(*args, dtype=torch.float32)
+
+
+def float64_all_logs_in_tensors(*args):
+    return _log_difference(*args, dtype=torch.float64)
+
+
+ROUNDINGS += [float32_log_difference, float64_all_logs_in_tensors]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_no_case_sits_on_a_floor_boundary_float32_and_float64_agree_on_every_case(seed):
+    for hidden in (False, True):
+        for case in EX.cases(seed=seed, hidden=hidden):
+            expected = EX.reference(*case.args)
+            for fn in ROUNDINGS:
+                assert torch.equal(fn(*case.args), expected), (case.note, fn.__name__)
+
+
+def test_floor_boundaries_are_where_the_float_types_round_apart():
+    configs = {(c.args[1], c.args[2], c.args[3]) for c in EX.cases(seed=0, hidden=True)}
+    split_somewhere = set()
+    for bidirectional, num_buckets, max_distance in configs:
+        boundaries = t5ex.floor_boundaries(bidirectional, num_buckets, max_distance)
+        rel = -torch.arange(3 * max_distance)  # every distance, in the lower half / the past
+        expected = EX.reference(rel, bidirectional, num_buckets, max_distance)
+        for fn in ROUNDINGS:
+            apart = (fn(rel, bidirectional, num_buckets, max_distance) != expected).nonzero().flatten().tolist()
+            assert set(apart) <= set(boundaries), (bidirectional, num_buckets, max_distance, apart)
+            split_somewhere |= {(bidirectional, num_buckets, max_distance, d) for d in apart}
+    # the hazard is real: without the exclusion a float64 answer would lose points at T5's distance 64
+    assert (True, 32, 128, 64) in split_somewhere
+    assert t5ex.floor_boundaries(True, 32, 128) == [16, 32, 64]
+    assert t5ex.floor_boundaries(False, 32, 128) == []
