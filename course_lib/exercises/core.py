@@ -628,12 +628,24 @@ class Exercise:
     # -- evaluation -----------------------------------------------------------------------------------
 
     def invoke(self, obj: Callable, call: Call, forbidden: Sequence[Forbidden] = (),
-               keep_inputs: Optional[list] = None) -> Any:
+               keep_inputs: Optional[list] = None, position: Optional[int] = None) -> Any:
         """Run the learner's function (or module class) on fresh copies of a call's arguments.
 
         ``keep_inputs``, a list, receives ``(args, kwargs)`` as handed to the function (``forward``'s for a
         module): after the call they show whether the function changed them.
+
+        PyTorch's global generator is seeded for the call (see :mod:`.rng`), exactly as in the grader's
+        worker, and put back afterwards; ``position`` is the call's index in the plan (default: the case's
+        index, which it is for the case calls).
         """
+        from .rng import global_seed, seeded_global_rng
+
+        where = call.case_index if position is None else position
+        with seeded_global_rng(global_seed(call.args, call.kwargs, where)):
+            return self._invoke_here(obj, call, forbidden, keep_inputs)
+
+    def _invoke_here(self, obj: Callable, call: Call, forbidden: Sequence[Forbidden],
+                     keep_inputs: Optional[list]) -> Any:
         args, kwargs = materialize(call.args), materialize(call.kwargs)
         if self.kind == "module":
             spec = args[0]
@@ -681,9 +693,9 @@ class Exercise:
         """
         forbidden = self.forbidden_allowing_reference() if allow_reference else self.all_forbidden()
         outcomes = []
-        for call in calls:
+        for position, call in enumerate(calls):
             kept: list = []
-            outcome = outcome_of(lambda: self.invoke(obj, call, forbidden, kept))
+            outcome = outcome_of(lambda: self.invoke(obj, call, forbidden, kept, position))
             if outcome.kind == "value" and kept:
                 outcome.inputs = kept[0]
             outcomes.append(outcome)

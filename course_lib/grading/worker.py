@@ -419,7 +419,7 @@ class Worker:
     def setup(self, msg: dict) -> None:
         import torch
 
-        from ..exercises import core, registry
+        from ..exercises import core, registry, rng
 
         mpl = msg.get("mpl_cache")
         if mpl and mpl.get("name", "").startswith("fontlist"):
@@ -439,6 +439,8 @@ class Worker:
         self._Module = torch.nn.Module
         self._Generator = torch.Generator
         self._GeneratorSeed, self._ModuleInputs = core.GeneratorSeed, core.ModuleInputs
+        # PyTorch's global generator is seeded per call exactly as in the inline check (Exercise.invoke)
+        self._global_seed, self._seeded_global_rng = rng.global_seed, rng.seeded_global_rng
         self._setprofile = sys.setprofile
         self._thread_setprofile = threading.setprofile
         self._signature = __import__("inspect").signature
@@ -551,7 +553,7 @@ class Worker:
             budget = CpuBudget(max(0.0, limit - spent))
             try:
                 with budget:
-                    self._call_once(obj, spec, call, blobs, watch, out, out_blobs, max_bytes)
+                    self._call_once(obj, spec, call, blobs, watch, out, out_blobs, max_bytes, i)
             except CpuLimitExceeded:
                 out.update(kind="timeout", error=self._cpu_note(limit, i, len(msg["calls"])))
             spent += budget.used
@@ -571,14 +573,17 @@ class Worker:
         return (f"ran out of time: used more than the {limit:g} s of CPU time for this exercise "
                 f"({i} of {n} calls finished)")
 
-    def _call_once(self, obj, spec, call, blobs, watch, out: dict, out_blobs: list, max_bytes: int) -> None:
-        """One call of the learner's function; fills ``out`` (and ``out_blobs``) with its outcome."""
+    def _call_once(self, obj, spec, call, blobs, watch, out: dict, out_blobs: list, max_bytes: int,
+                   position: int = 0) -> None:
+        """One call of the learner's function (number ``position`` of the plan); fills ``out`` (and
+        ``out_blobs``) with its outcome."""
         wire = self.wire
         try:
             args = wire.decode(call["args"], blobs, wire.Budget(PROTOCOL_MAX_BYTES))
             kwargs = wire.decode(call["kwargs"], blobs, wire.Budget(PROTOCOL_MAX_BYTES))
             self._inputs = None
-            value = self._invoke(obj, spec, args, kwargs, watch)
+            with self._seeded_global_rng(self._global_seed(args, kwargs, position)):
+                value = self._invoke(obj, spec, args, kwargs, watch)
             if watch.tripped is not None:
                 raise ForbiddenCall(watch.tripped)
             self.pristine.restore()  # undo whatever the call itself patched, before encoding
