@@ -31,6 +31,15 @@ The roster maps each learner's folder to their id in the LMS::
   to ``OUT/lms-unmatched.csv`` (``folder`` and their unit points) and named on the terminal, so that
   they can be added to the roster; a run again with the fixed roster reuses every grade.
 
+A name or folder that a spreadsheet would read as a formula (starting with ``= + - @``, a tab or a line
+break; a learner may name their folder so) is written with a leading apostrophe
+(:func:`.report.spreadsheet_text`), in ``Student`` and in ``lms-unmatched.csv``. The roster is still
+matched on the real folder names. Neither LMS needs ``Student`` to be exact: Moodle reads only the
+column mapped to a user field, and Canvas finds the learner by the id columns, falling back to the
+name only when no id matches. The id columns are written exactly as the roster has them (the LMS
+matches on them; the roster is the instructor's file), and the points are plain numbers (Canvas reads
+a grade cell as a number only when it is one, such as ``9.5`` or ``-2``, never ``'9.5``).
+
 In Moodle, choose "Identify user by": map from ``SIS User ID`` to the user field ``lms_id`` holds (ID
 number, username or email), and map each unit column to its grade item. In Canvas, import the file in
 the Gradebook; a column whose name matches no assignment creates one (set its points possible).
@@ -200,7 +209,7 @@ def unit_points(result: dict, stem: str) -> float:
 
 def build_export(roster: Roster, results: list, stems: list) -> LmsExport:
     """``lms.csv`` and ``lms-unmatched.csv`` for ``results`` (one per graded learner) and the units ``stems``."""
-    from .report import fmt_points
+    from .report import fmt_points, spreadsheet_text
 
     stems = sorted(stems)
     by_learner = {folder_key(r["student"]): r for r in results}
@@ -213,14 +222,14 @@ def build_export(roster: Roster, results: list, stems: list) -> LmsExport:
         if res is None:
             absent.append(row)
         points = [fmt_points(unit_points(res, s)) if res else "0" for s in stems]
-        w.writerow([row.name or row.folder, "", row.lms_id, row.lms_id, "", *points])
+        w.writerow([spreadsheet_text(row.name or row.folder), "", row.lms_id, row.lms_id, "", *points])
     rostered = roster.by_key()
     unrostered = sorted((r for r in results if folder_key(r["student"]) not in rostered), key=lambda r: r["student"])
     extra = io.StringIO()
     u = csv.writer(extra, lineterminator="\n")
     u.writerow(["folder", *stems])
     for r in unrostered:
-        u.writerow([r["student"], *[fmt_points(unit_points(r, s)) for s in stems]])
+        u.writerow([spreadsheet_text(r["student"]), *[fmt_points(unit_points(r, s)) for s in stems]])
     return LmsExport(buf.getvalue(), extra.getvalue(), len(roster.rows) - len(absent), absent,
                      [r["student"] for r in unrostered])
 

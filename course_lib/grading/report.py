@@ -47,7 +47,31 @@ def atomic_write(path: Path, data, binary: bool = False) -> None:
 
 
 def fmt_points(x: float) -> str:
+    """A number of points as a CSV cell: ``11``, ``9.5``, ``0`` (never escaped: importers read numbers)."""
     return f"{float(x):g}"
+
+
+# A spreadsheet (Excel, LibreOffice, Google Sheets) opening a CSV file reads a cell that starts with one of
+# these as a formula: OWASP's list for CSV injection (= + - @, tab, carriage return, line feed), plus the
+# apostrophe that the escape itself adds (see spreadsheet_text).
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n", "'")
+
+
+def spreadsheet_text(text: str) -> str:
+    """A text cell that a learner controls (a folder name), made safe for a spreadsheet.
+
+    A learner can name their folder ``=HYPERLINK("http:evil.example","click")`` or ``@SUM(1+1)``; written
+    as it is into ``grades.csv``, that cell becomes a live formula in the instructor's spreadsheet. As
+    OWASP recommends, a cell starting with ``= + - @``, a tab, a carriage return or a line feed gets a
+    leading apostrophe, which spreadsheets read as "this cell is text" (``'=1+1`` shows the text
+    ``=1+1``). A cell that already starts with an apostrophe gets one too, so the escape can be undone
+    (drop one leading apostrophe) and two different folders (``=x`` and ``'=x``) never give the same cell.
+
+    Only text goes through here: points stay plain numbers (:func:`fmt_points`), so ``-2`` would stay
+    ``-2`` and the LMS importers read every grade as a number. The escape is for the files written;
+    learners are matched (roster, shards) by their real folder names.
+    """
+    return "'" + text if text.startswith(FORMULA_START) else text
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -56,14 +80,15 @@ def fmt_points(x: float) -> str:
 
 
 def grades_csv(results: list, exercise_ids: list) -> str:
-    """The gradebook: ``student, <exercise ids...>, total, max_total``, students in name order."""
+    """The gradebook: ``student, <exercise ids...>, total, max_total``, students in name order (the
+    folder name escaped for spreadsheets by :func:`spreadsheet_text`, the points plain numbers)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["student", *exercise_ids, "total", "max_total"])
     for r in sorted(results, key=lambda r: r["student"]):
         ex = r["exercises"]
-        w.writerow([r["student"], *[fmt_points(ex[i]["points"]) if i in ex else "0" for i in exercise_ids],
-                    fmt_points(r["total"]), fmt_points(r["max_total"])])
+        points = [fmt_points(ex[i]["points"]) if i in ex else "0" for i in exercise_ids]
+        w.writerow([spreadsheet_text(r["student"]), *points, fmt_points(r["total"]), fmt_points(r["max_total"])])
     return buf.getvalue()
 
 
