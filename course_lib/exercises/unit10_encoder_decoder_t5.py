@@ -102,6 +102,9 @@ def _shift_cases(gen, hidden):
     # from the arguments, also where -100 is replaced
     y = torch.tensor([[5, 6, 9, eos, -100, -100], [8, eos, -100, -100, -100, -100], [4, 4, 6, 5, 9, eos]])
     cases.append(Case((y, 3, 7), {}, "other special ids", "bos_id=3, pad_id=7, padding -100"))
+    # id 0 is a real token when it is not the padding (BART: <s> = 0, <pad> = 1, </s> = 2): only -100 is replaced
+    y = torch.tensor([[6, 9, 4, eos, -100], [5, eos, -100, -100, -100]])
+    cases.append(Case((y, 0, 1), {}, "other special ids", "bos_id=0, pad_id=1 (BART's ids), padding -100"))
     if hidden:
         cases.append(Case((torch.tensor([[5, 6, eos]]), 3, 7), {}, "other special ids", "bos_id=3, pad_id=7"))
         y = torch.randint(4, 20, (5, 7), generator=gen)
@@ -913,6 +916,30 @@ SHIFT_RIGHT.mistakes = tuple(SHIFT_RIGHT.mistakes) + (
     KnownMistake("rolled left, <bos> at the end",
                  "torch.roll(targets, -1) shifts LEFT (y_2 .. y_T, then <bos> where you overwrote). Roll right, "
                  "shifts=1, and put <bos> in column 0: <bos> y_1 .. y_{T-1}.", shift_rolled_left),
+)
+
+
+def shift_non_positive_as_padding(targets, bos_id, pad_id):
+    """Wrong: every id <= 0 taken for padding, so a real id 0 (here bos_id = 0) becomes pad_id too."""
+    start = torch.full_like(targets[:, :1], bos_id)
+    shifted = torch.cat([start, targets[:, :-1]], dim=1)
+    return torch.where(shifted <= 0, pad_id, shifted)
+
+
+def shift_right_negative_ids(targets, bos_id, pad_id):
+    """Right: only -100 is negative, so `< 0` picks exactly the ignored targets (0 is a real id)."""
+    shifted = torch.cat([torch.full_like(targets[:, :1], bos_id), targets[:, :-1]], dim=1)
+    return torch.where(shifted < 0, torch.tensor(pad_id, dtype=shifted.dtype), shifted)
+
+
+SHIFT_RIGHT.alternatives = tuple(SHIFT_RIGHT.alternatives) + (
+    Alternative("torch.where(shifted < 0, pad_id, shifted): only -100 is negative", shift_right_negative_ids),)
+SHIFT_RIGHT.mistakes = tuple(SHIFT_RIGHT.mistakes) + (
+    KnownMistake("every id <= 0 taken for padding",
+                 "You replaced every id <= 0 by pad_id (`<= 0` or `< 1`), but only -100 marks an ignored target: "
+                 "0 is a real token id. With bos_id=0 (BART's <s> is id 0) your first column "
+                 "became pad_id instead of <bos>. Replace exactly -100: masked_fill(shifted == -100, pad_id).",
+                 shift_non_positive_as_padding),
 )
 
 
