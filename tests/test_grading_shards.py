@@ -48,13 +48,13 @@ def runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("shards")
     subs = tmp / "subs"
     names = synthetic_class(subs)
-    # Other engineers edit the exercise modules in this shared checkout while tests run; the merge rightly
-    # refuses shards graded on different definitions, so the runs are repeated until all three agree.
+    # Other engineers edit course_lib in this shared checkout while tests run; the merge rightly refuses
+    # shards graded by a different grader or definitions, so the runs are repeated until all three agree.
     for _ in range(4):
         single = grade(subs, tmp / "single", seed=7, jobs=2, progress=False, limits=LIMITS)
         shards = [grade(subs, tmp / f"shard{i}", seed=7, jobs=2, progress=False, limits=LIMITS, shard=(i, 2))
                   for i in (1, 2)]
-        defs = {json.loads((tmp / d / ".grading" / "run.json").read_text())["definitions"]
+        defs = {tuple(json.loads((tmp / d / ".grading" / "run.json").read_text())[k] for k in ("grader", "definitions"))
                 for d in ("single", "shard1", "shard2")}
         if len(defs) == 1:
             break

@@ -70,22 +70,78 @@ class RunSummary:
 # ---------------------------------------------------------------------------------------------------
 
 
-def _source_digest(paths) -> str:
+def _source_digest(paths, root: Path = PROJECT_ROOT) -> str:
     h = hashlib.sha256()
-    for p in sorted(set(paths)):
+    named = []
+    for p in set(paths):
         try:  # the same checkout elsewhere (another node of a cluster) gives the same digest
-            name = Path(p).resolve().relative_to(PROJECT_ROOT).as_posix()
+            name = Path(p).resolve().relative_to(Path(root).resolve()).as_posix()
         except ValueError:
             name = Path(p).name
+        named.append((name, p))
+    for name, p in sorted(named):
         h.update(name.encode())
         h.update(Path(p).read_bytes())
     return h.hexdigest()
 
 
-def grader_fingerprint() -> str:
-    """A hash of the grader's own code and the exercise framework."""
-    pkg = PROJECT_ROOT / "course_lib"
-    return _source_digest(list((pkg / "grading").glob("*.py")) + [pkg / "exercises" / "core.py"])[:16]
+# The files of course_lib that cannot change a grade (paths from the project root), so editing them keeps
+# every cached result. Each runs only before grading, on the command line, or after it, on the results:
+NOT_GRADING = {
+    "course_lib/__main__.py": "`python -m course_lib`: hands the command line to course_lib/cli.py",
+    "course_lib/cli.py": "the `course` command: dispatches to the subcommands",
+    "course_lib/grading/cli.py": "`course grade`'s options; those that change grades (seed, limits, units, "
+                                 "sandbox, --all-cells) reach the cache key as values",
+    "course_lib/grading/report.py": "writes results/, feedback/, grades.csv and summary.png from the results "
+                                    "(a run rewrites a feedback page whose text it would write differently)",
+    "course_lib/grading/lms.py": "the roster and lms.csv, from the results",
+    "course_lib/grading/merge.py": "joins the shards' results",
+    "course_lib/grading/gradescope.py": "the Gradescope bundle and results.json, from the results",
+}
+
+
+def grading_files(root: Path = PROJECT_ROOT) -> list:
+    """The files whose content :func:`grader_fingerprint` hashes: all of ``course_lib`` but :data:`NOT_GRADING`
+    (and caches, hidden and backup files)."""
+    root = Path(root)
+    files = []
+    for p in (root / "course_lib").rglob("*"):
+        rel = p.relative_to(root)
+        if (not p.is_file() or rel.as_posix() in NOT_GRADING or any(part.startswith(".") for part in rel.parts)
+                or "__pycache__" in rel.parts or p.suffix in (".pyc", ".pyo", ".swp") or p.name.endswith("~")):
+            continue
+        files.append(p)
+    return sorted(files)
+
+
+def grader_fingerprint(root: Path = PROJECT_ROOT) -> str:
+    """A hash of every file that decides a grade; part of every notebook's cache key (and of ``run.json``,
+    so that a merge refuses shards graded by different code).
+
+    What is in: all of ``course_lib`` except the few files in :data:`NOT_GRADING`, each of which runs only
+    before grading (the command line) or after it (reports, the LMS export, the merge, Gradescope's
+    bundle). That is wider than the grader alone, on purpose: a grade depends on
+
+    * the judging code (``grading/session.py``, ``runner.py``, ``wire.py``) and the exercise framework
+      (``exercises/core.py``, ``registry.py``, ``check.py``);
+    * the code that runs the learner's cells (``grading/worker.py``, ``workers.py``, ``sandbox.py``) and
+      decides which cells run and which notebook counts (``grading/submissions.py``, and
+      ``authoring.py``, whose skip tags and ``# EXERCISE:`` markers it uses);
+    * every exercise definition (``exercises/unit*.py``), not only the notebook's own: the worker imports
+      them all before any learner code runs (``registry.load_all``), so their import-time code runs in
+      every notebook, and notebooks import exercise modules' helpers;
+    * the reference code (``softmax.py``, ``attention.py``, ``models.py``, ...) and every other module a
+      notebook can import (``data.py``, ``viz.py``, ``training.py``, ...): learner cells call them (a
+      learner who skips an exercise runs the rest on the reference), the known mistakes and properties
+      call them, and a forbidden shortcut is named by its place in them. The reference outputs are also
+      hashed per notebook (:func:`notebook_key`), but a change of code need not change them.
+
+    A new file in ``course_lib`` is in unless it is added to :data:`NOT_GRADING`: missing a file that
+    changes grades would keep stale grades, whereas hashing one too many only grades again.
+    Not hashed: the Python, PyTorch and NumPy installed (a new PyTorch that changes a reference output
+    still re-grades through :func:`notebook_key`).
+    """
+    return _source_digest(grading_files(root), root)[:16]
 
 
 def shard_of(name: str, n: int) -> int:
@@ -107,9 +163,10 @@ def definitions_digest(exercises: list) -> str:
 
 def notebook_key(seed: int, fingerprint: str, plans: list, limits: Limits, sandbox_kind: str,
                  run_all_cells: bool) -> str:
-    """What besides a notebook's content decides its grade: the grader, the definitions of its exercises,
-    their hidden inputs and reference outputs (so a change in a reference re-grades exactly the
-    notebooks it affects), the limits and the sandbox. The seed enters only through a hash."""
+    """What besides a notebook's content decides its grade: the grader (:func:`grader_fingerprint`, which
+    covers the code of every exercise and reference), the definitions of its exercises, their hidden
+    inputs and reference outputs (so a reference output that changes with the installed PyTorch
+    re-grades the notebooks it affects), the limits and the sandbox. The seed enters only through a hash."""
     h = hashlib.sha256()
     h.update(json.dumps({"seed": seed, "grader": fingerprint, "limits": limits.key(), "sandbox": sandbox_kind,
                          "all_cells": run_all_cells, "v": RESULTS_VERSION}, sort_keys=True).encode())
@@ -175,6 +232,13 @@ def _previous(out: Path, safe: str) -> dict:
         return data if isinstance(data, dict) and data.get("version") == RESULTS_VERSION else {}
     except (OSError, ValueError):
         return {}
+
+
+def _text_of(path: Path) -> Optional[str]:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, ValueError):
+        return None
 
 
 def _mpl_cache() -> Optional[dict]:
@@ -381,12 +445,16 @@ def _grade(submissions, out, seed, new_seed, jobs, limits, sandbox_mode, units, 
     try:
         for st in students:
             if pending[st.name] == 0:
-                # Nothing to grade: rewrite only when the stored file is missing or stale.
+                # Nothing to grade: rewrite only when the stored file is missing or stale (report.py is not
+                # in the fingerprint, so a page it now writes differently is rewritten here).
                 res = _student_result(st, partial[st.name], col_exercises, columns_nb)
                 prev = _previous(out, st.safe)
+                page = out / "feedback" / f"{st.safe}.html"
                 if prev != json.loads(R.result_json(res)):
                     R.atomic_write(out / "results" / f"{st.safe}.json", R.result_json(res))
-                    R.atomic_write(out / "feedback" / f"{st.safe}.html", R.feedback_html(res))
+                    R.atomic_write(page, R.feedback_html(res))
+                elif _text_of(page) != R.feedback_html(res):
+                    R.atomic_write(page, R.feedback_html(res))
                 results[st.name] = res
         with cf.ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="grade") as pool:
             futures = [pool.submit(work, t) for t in tasks]
