@@ -288,10 +288,13 @@ def test_a_mistake_matched_on_every_case_is_named(path):
 
 @BOTH_PATHS
 def test_nan_to_nan_and_inf_to_inf_are_no_evidence(path):
-    r = grade(DOUBLE, lambda x, scale=2.0: x / 0 * 0, path)  # nan everywhere, like "nan everywhere"
-    assert r.status == FAILED and r.mistake is None
+    # nan everywhere, like the mistake "nan everywhere": not evidence for that mistake; what the output shows
+    # (nan where the expected output is finite) is said as such
+    r = grade(DOUBLE, lambda x, scale=2.0: x / 0 * 0, path)
+    assert r.status == FAILED and r.mistake == "nan or inf in the output" and r.diagnosed
     r = grade(DOUBLE, inf_where_positive, path)  # equal to the mistake, but only at its inf positions
-    assert r.status == FAILED and r.mistake is None
+    assert r.status == FAILED and r.mistake == "nan or inf in the output" and r.diagnosed
+    assert "inf at" in r.mistake_message
 
 
 @BOTH_PATHS
@@ -314,7 +317,10 @@ def test_all_cases_decide_not_just_the_first_failing_one():
 
     r = run_local(DOUBLE, plus_one_on_matrices_only)
     assert r.details[0].startswith("case 1") and "differs" in r.details[0]
-    assert r.mistake is None  # it matches "plus one" on case 1 but not on case 2
+    # it matches "plus one" on case 1 but not on case 2; what each case shows (a constant offset, +1 here and
+    # -1 there) may be said, with its own numbers
+    assert r.mistake != "plus one" and (r.mistake is None or r.diagnosed)
+    assert r.mistake is None or "with its own numbers" in r.mistake_message
 
 
 def test_properties_report_which_fail_and_fires_for_is_declared():
@@ -428,7 +434,7 @@ def test_wrong_signature_is_one_line_inline_and_in_the_grader():
 
 @BOTH_PATHS
 @pytest.mark.parametrize("fn,text", [
-    (lambda x, scale=2.0: [v * scale for v in x], "got list of 3 tensors (combine them into one tensor"),
+    (lambda x, scale=2.0: [v * scale for v in x], "got list of 3 tensors (combined with `torch.stack`"),
     (lambda x, scale=2.0: None, "got None (your function returned nothing: did you forget `return`?)"),
     (lambda x, scale=2.0: (v for v in x), "got generator (your function uses `yield`"),
     (lambda x, scale=2.0: (x * scale).numpy(), "got ndarray"),

@@ -50,6 +50,11 @@ def message_html(text: str) -> str:
     return "<br>".join(out)
 
 
+def mistake_label(diagnosed: bool) -> str:
+    """How a named mistake is introduced: a listed one is known; a pattern is what the output shows."""
+    return "What your output shows" if diagnosed else "Known mistake"
+
+
 class CheckResult:
     """What ``check`` returns: shows itself as HTML in Jupyter and as text anywhere else."""
 
@@ -93,7 +98,7 @@ class CheckResult:
         title = f" ({self.title})" if self.title else ""
         lines = [f"[{r.status}] {r.exercise_id}{title}: {head} ({pts})"]
         if r.mistake:
-            lines.append(f"  Known mistake: {r.mistake}. {r.mistake_message}")
+            lines.append(f"  {mistake_label(r.diagnosed)}: {r.mistake}. {r.mistake_message}")
         lines += [f"  {ln}" for ln in r.message.split("\n")]
         others = self._other_failures()
         if others:
@@ -125,7 +130,7 @@ class CheckResult:
             f'<span style="float:right">{_pts(r.points)}/{_pts(r.max_points)} points</span></div>',
         ]
         if r.mistake:
-            parts.append(f'<div style="margin-top:6px"><b>Known mistake: {esc(r.mistake)}.</b> '
+            parts.append(f'<div style="margin-top:6px"><b>{mistake_label(r.diagnosed)}: {esc(r.mistake)}.</b> '
                          f'{message_html(r.mistake_message or "")}</div>')
         parts.append(f'<div style="margin-top:4px">{message_html(r.message)}</div>')
         if r.status not in (PASSED, NOT_ATTEMPTED, FORBIDDEN) and r.details:

@@ -247,8 +247,7 @@ def what_is(got: Any) -> str:
     if isinstance(got, (list, tuple)):
         kinds = {type(v).__name__ for v in got}
         if got and kinds == {"Tensor"}:
-            return (f"{name} of {len(got)} tensors (combine them into one tensor, e.g. with `torch.stack` or "
-                    f"`torch.cat`)")
+            return f"{name} of {len(got)} tensors"
         return f"{name} of {len(got)} items"
     if isinstance(got, torch.Tensor) and type(got) is torch.Tensor:
         return f"Tensor of shape {tuple(got.shape)}"
@@ -257,6 +256,25 @@ def what_is(got: Any) -> str:
     if type(got).__module__ == "numpy":
         return f"numpy {name}"
     return name
+
+
+def _tensors_instead(expected: torch.Tensor, got: Any) -> str:
+    """Advice for a tuple or list of tensors where one tensor is expected: which item to return, or how
+    to combine them, when that gives the expected shape."""
+    if not (isinstance(got, (tuple, list)) and got and all(type(v) is torch.Tensor for v in got)):
+        return ""
+    want = tuple(expected.shape)
+    same = [i for i, v in enumerate(got) if tuple(v.shape) == want]
+    if same:
+        return f" (item [{same[0]}] has the expected shape {want}: return only the tensor the task asks for)"
+    for how in ("stack", "cat"):
+        try:
+            shape = tuple(getattr(torch, how)(list(got)).shape)
+        except (RuntimeError, TypeError):
+            continue
+        if shape == want:
+            return f" (combined with `torch.{how}` they would have the expected shape {want})"
+    return f" (expected one tensor of shape {want})"
 
 
 def _number_type(x: Any) -> str:
@@ -283,7 +301,8 @@ def compare(expected: Any, got: Any, atol: float = 1e-5, rtol: float = 1e-4, che
                                         f"return a plain torch.Tensor", where)
             if type(got).__name__.endswith("(a torch.Tensor subclass)"):  # came back from the grader's worker
                 return Mismatch("type", f"{label} should be a torch.Tensor, got {type(got).__name__}", where)
-            return Mismatch("type", f"{label} should be a torch.Tensor, got {what_is(got)}", where)
+            return Mismatch("type", f"{label} should be a torch.Tensor, got {what_is(got)}"
+                                    f"{_tensors_instead(expected, got)}", where)
         if tuple(got.shape) != tuple(expected.shape):
             return Mismatch("shape", f"{label} has shape {tuple(got.shape)}, expected {tuple(expected.shape)}",
                             where, expected=tuple(expected.shape), got=tuple(got.shape))
@@ -295,6 +314,10 @@ def compare(expected: Any, got: Any, atol: float = 1e-5, rtol: float = 1e-4, che
         if not isinstance(got, (tuple, list)):
             return Mismatch("type", f"{label} should be a {type(expected).__name__} of {len(expected)} items, "
                                     f"got {what_is(got)}", where)
+        if exact_types and isinstance(expected, tuple) and not isinstance(got, tuple):
+            return Mismatch("type", f"{label} should be a tuple of {len(expected)} items, got a "
+                                    f"{type(got).__name__}: return `(a, b)` (or `tuple(...)`), as the task says",
+                            where)
         if len(got) != len(expected):
             return Mismatch("length", f"{label} has {len(got)} items, expected {len(expected)}", where,
                             expected=len(expected), got=len(got))
@@ -518,12 +541,14 @@ class Report:
     cases_total: int = 0
     traceback: str = ""
     failed_properties: list = field(default_factory=list)  # names of the properties that fail
+    #: ``mistake`` is a pattern seen in the output (see :mod:`.diagnose`), not one of the listed mistakes
+    diagnosed: bool = False
 
     def to_dict(self) -> dict:
         return {
             "exercise": self.exercise_id, "status": self.status, "points": self.points,
             "max": self.max_points, "message": self.message, "mistake": self.mistake,
-            "details": list(self.details), "cases_passed": self.cases_passed,
+            "diagnosed": self.diagnosed, "details": list(self.details), "cases_passed": self.cases_passed,
             "cases_total": self.cases_total, "traceback": self.traceback,
         }
 
@@ -1142,12 +1167,30 @@ def _judge(ex: Exercise, cases: list, calls: list, outcomes: list) -> Report:
         if any(mm is not None and mm.kind != "type" for _, _, mm in failures) or any(
                 oc.kind == "value" for _, oc in case_calls):
             mistake = match_mistake(ex, case_calls, expected)
+        if mistake is None:
+            mistake = _diagnosis(ex, cases, case_outputs, expected, failures)
         message = _failure_message(ex, cases, failures, failed_props, case_outputs, expected, errors)
     return Report(status=status, points=points, message=message,
                   mistake=mistake.name if mistake else None,
                   mistake_message=mistake.message if mistake else None,
+                  diagnosed=mistake is not None and not isinstance(mistake, KnownMistake),
                   details=details, cases_passed=passed_cases, traceback=first_tb,
                   failed_properties=[name for name, _ in failed_props], **base)
+
+
+def _diagnosis(ex: Exercise, cases: list, outputs: dict, expected: dict, failures: list) -> Any:
+    """What the wrong outputs show when no known mistake matches (see :mod:`.diagnose`): a pattern that
+    holds on every failing case, or an input changed in place."""
+    from .diagnose import Diagnosis, diagnose
+
+    found = diagnose(cases, [(i, expected[i], outputs[i]) for i in sorted(outputs)], ex.atol, ex.rtol,
+                     ex.check_dtype, tuple(parameter_names(ex)))
+    if found is not None:
+        return found
+    changed = [mm for _, _, mm in failures if mm is not None and mm.kind == "input"]
+    if changed and len(changed) == len(failures):
+        return Diagnosis("changes an input in place", changed[0].text)
+    return None
 
 
 def _failure_message(ex: Exercise, cases: list, failures: list, failed_props: list, outputs: dict,

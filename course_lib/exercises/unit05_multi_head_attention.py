@@ -300,7 +300,8 @@ class _ModuleExercise(Exercise):
         return [Call(tuple(ModuleInputs(a.init, a.state, a.args) if isinstance(a, ModuleInputs) else a
                            for a in c.args), c.kwargs, c.case_index, c.property_name) for c in calls]
 
-    def invoke(self, obj, call: Call, forbidden=(), keep_inputs=None):
+    def _invoke_here(self, obj, call: Call, forbidden=(), keep_inputs=None):
+        """Build, load and call the learner's module (``Exercise.invoke`` seeds the global RNG around it)."""
         spec = materialize(call.args)[0]
         if not isinstance(spec, ModuleInputs):
             raise TypeError("module exercises take a ModuleInputs as their only argument")

@@ -51,6 +51,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
+from ..exercises.check import mistake_label
 from .sandbox import PROJECT_ROOT, Limits
 
 BUNDLE_FORMAT = 1
@@ -275,7 +276,7 @@ def exercise_text(e: dict) -> str:
     lines = [f"{LABELS.get(e['status'], e['status'])}: {_pts(e['points'])} / {_pts(e['max'])} points",
              str(e.get("message", "")).strip()]
     if e.get("mistake"):
-        lines += ["", f"Known mistake: {e['mistake']}. {e.get('mistake_message') or ''}".rstrip()]
+        lines += ["", f"{mistake_label(bool(e.get('diagnosed')))}: {e['mistake']}. {e.get('mistake_message') or ''}".rstrip()]
     details = e.get("details") or []
     shown = [d for d in details if not d.endswith(": ok") and not d.endswith(": holds")]
     if shown and e["status"] not in ("passed", "not_attempted", "missing"):

@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterable
 
-from ..exercises.check import message_html  # `code` in messages as <code>, one line per line
+from ..exercises.check import message_html, mistake_label  # `code` in messages as <code>, one line per line
 from ..exercises.core import (ERROR, FAILED, FORBIDDEN, MISSING, NOT_ATTEMPTED, PARTIAL, PASSED, STATUSES,
                               TIMEOUT)
 
@@ -129,7 +129,7 @@ def _exercise_html(e: dict) -> str:
              f'<div class="badge" style="color:{fg}">{esc(label)}</div>',
              f'<div class="msg">{message_html(e.get("message", ""))}</div>']
     if e.get("mistake"):
-        parts.append(f'<div class="mistake"><b>Known mistake: {esc(e["mistake"])}.</b> '
+        parts.append(f'<div class="mistake"><b>{mistake_label(bool(e.get("diagnosed")))}: {esc(e["mistake"])}.</b> '
                      f'{message_html(e.get("mistake_message") or "")}</div>')
     details = [d for d in e.get("details", []) if not d.endswith(": ok") and not d.endswith(": holds")]
     if details and e["status"] not in (PASSED, NOT_ATTEMPTED, MISSING):
