@@ -261,7 +261,7 @@ def _region(s: _Seen, tol: _Tol) -> Optional[tuple]:
             return (f"wrong only {where}",
                     f"your output is right everywhere except {where} of the last two axes (where the row index "
                     f"{'equals' if where == 'on the diagonal' else 'is less than' if 'above' in where else 'is greater than'}"
-                    f" the column index): {'a position may attend to itself; check `diagonal=` or `<` vs `<=`' if where == 'on the diagonal' else 'check which side of the diagonal the rule covers'}")
+                    f" the column index): {'check how the diagonal (row == column) is handled: `diagonal=`, or `<` for `<=`' if where == 'on the diagonal' else 'check which side of the diagonal the rule covers'}")
     return None
 
 
