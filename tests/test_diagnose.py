@@ -337,6 +337,52 @@ def test_other_wrong_answers_get_the_pattern_they_show(ex, what, fn, name, path)
     assert r.mistake == name and r.diagnosed, (r.mistake, r.mistake_message, r.message)
 
 
+@PATHS
+def test_a_pattern_on_some_cases_says_what_the_others_raised(path):
+    def keepdim_forgotten(x):  # broadcasts on square inputs only, raises on the others
+        e = x.exp()
+        return e / e.sum(-1)
+
+    r = grade(SOFTMAX, keepdim_forgotten, path)
+    assert r.mistake == "does not sum to 1" and "raised RuntimeError" in r.mistake_message, r.mistake_message
+
+
+# -- errors ----------------------------------------------------------------------------------------
+
+import numpy as np  # noqa: E402
+
+
+def _if_positive(x, W):
+    if x @ W > 0:
+        return x @ W
+    return x @ W
+
+
+ERROR_ROWS = [
+    (SOFTMAX, "max without .values", lambda x: (x - x.max(-1, keepdim=True)).exp(), "a (values, indices) pair used as a tensor"),
+    (LINEAR, "operands swapped", lambda x, W: W @ x, "a matrix product of shapes that do not fit"),
+    (SOFTMAX, "a vector one too long", lambda x: x.exp() / torch.ones(x.shape[-1] + 1), "shapes that do not broadcast"),
+    (LINEAR, "stacked pieces", lambda x, W: torch.stack([x, x @ W]), "tensors of different sizes joined"),
+    (LINEAR, "view after transpose", lambda x, W: (x @ W).transpose(-1, -2).view(-1), "view of a non-contiguous tensor"),
+    (LINEAR, "reshape to a made-up size", lambda x, W: (x @ W).reshape(7, -1, 3), "a reshape to another number of elements"),
+    (SOFTMAX, "axis 2 of a matrix", lambda x: x.softmax(dim=x.dim()), "an axis the tensor does not have"),
+    (IDS, "index past the end", lambda ids, bos: ids[:, ids.shape[1]], "an index past the end"),
+    (IDS, "float index", lambda ids, bos: ids[:, ids[0].float()], "float or wrong-kind indices"),
+    (LINEAR, "float64 weights", lambda x, W: x @ W.double(), "dtypes that do not fit together"),
+    (LINEAR, "if on a tensor", _if_positive, "a tensor used as a True/False"),
+    (LINEAR, "numpy inside", lambda x, W: torch.cat([x @ W, np.zeros((1, W.shape[1]), dtype=np.float32)]),
+     "a numpy value in torch code"),
+]
+
+
+@PATHS
+@pytest.mark.parametrize("ex,what,fn,name", ERROR_ROWS, ids=[r[1] for r in ERROR_ROWS])
+def test_errors_get_what_they_mean(ex, what, fn, name, path):
+    r = grade(ex, fn, path)
+    assert r.status in ("error", "failed", "partial") and r.mistake == name and r.diagnosed, (r.mistake, r.message)
+    assert "your code raised" in r.mistake_message
+
+
 # -- what must stay unnamed ------------------------------------------------------------------------
 
 
@@ -389,7 +435,7 @@ def test_a_scale_factor_names_the_size_it_equals():
 
 
 def test_every_pattern_is_tested_here():
-    rows = (SOFTMAX_ROWS, MASK_ROWS, IDS_ROWS, NUMBER_ROWS, LINEAR_ROWS, EXTRA_ROWS)
+    rows = (SOFTMAX_ROWS, MASK_ROWS, IDS_ROWS, NUMBER_ROWS, LINEAR_ROWS, EXTRA_ROWS, ERROR_ROWS)
     tested = {row[-1] for table in rows for row in table}
     tested |= {"nan or inf in the output", "tuple items in the wrong order", "wrong type"}
     assert tested <= D.NAMES, sorted(tested - D.NAMES)

@@ -1181,15 +1181,22 @@ def _judge(ex: Exercise, cases: list, calls: list, outcomes: list) -> Report:
 def _diagnosis(ex: Exercise, cases: list, outputs: dict, expected: dict, failures: list) -> Any:
     """What the wrong outputs show when no known mistake matches (see :mod:`.diagnose`): a pattern that
     holds on every failing case, or an input changed in place."""
-    from .diagnose import Diagnosis, diagnose
+    from .diagnose import Diagnosis, diagnose, diagnose_error
 
     found = diagnose(cases, [(i, expected[i], outputs[i]) for i in sorted(outputs)], ex.atol, ex.rtol,
                      ex.check_dtype, tuple(parameter_names(ex)))
+    raised = [(i, line.split(": raised ", 1)[1]) for i, line, mm in failures if mm is None and ": raised " in line]
     if found is not None:
+        if raised:  # the pattern is about the cases that returned an output: say what the others did
+            which = ", ".join(str(i + 1) for i, _ in raised)
+            found = Diagnosis(found.name, f"{found.message}; case{'s' if len(raised) > 1 else ''} {which} raised "
+                                          f"{raised[0][1]}")
         return found
     changed = [mm for _, _, mm in failures if mm is not None and mm.kind == "input"]
     if changed and len(changed) == len(failures):
         return Diagnosis("changes an input in place", changed[0].text)
+    if raised and len(raised) == len(failures):
+        return diagnose_error([error for _, error in raised])
     return None
 
 

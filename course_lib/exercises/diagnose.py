@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -636,6 +637,68 @@ def _numbers_off(seen: list, tol: _Tol) -> Optional[tuple]:
     return None
 
 
+# -- errors: what PyTorch's message means -----------------------------------------------------------
+
+#: ``(name, regular expression on "Type: message", what it means)``, most specific first.
+ERROR_PATTERNS: tuple = (
+    ("a (values, indices) pair used as a tensor", r"return_types\.(max|min|sort|topk|median|mode|kthvalue)",
+     "`x.max(dim)` (also `min`, `sort`, `topk`, `median`) returns a pair (values, indices): take `.values` "
+     "(or `.indices`), or use `x.amax(dim)`"),
+    ("a matrix product of shapes that do not fit",
+     r"shapes cannot be multiplied|size mismatch|Expected size for first two dimensions of batch2|"
+     r"1D tensors expected|inconsistent tensor size|both arguments to matmul need to be at least 1D",
+     "a matrix product `a @ b` needs the last axis of `a` to be as long as the second-to-last of `b`: print both "
+     "shapes; one side may need a transpose (`.transpose(-2, -1)`), or the operands are in the wrong order"),
+    ("shapes that do not broadcast", r"must match the size of tensor b|could not be broadcast|not broadcastable",
+     "two tensors whose shapes do not broadcast are combined elementwise: print both shapes; a `keepdim=True` or "
+     "an `unsqueeze` may be missing, or the wrong axis is reduced"),
+    ("tensors of different sizes joined", r"stack expects each tensor to be equal size|Sizes of tensors must match "
+                                          r"except in dimension",
+     "`torch.stack` needs tensors of one shape and `torch.cat` the same sizes on every other axis: print the "
+     "shapes of the pieces"),
+    ("view of a non-contiguous tensor", r"view size is not compatible with input tensor's size and stride",
+     "`.view` needs a contiguous tensor and a transposed one is not: use `.reshape(...)`, or "
+     "`.contiguous().view(...)`"),
+    ("a reshape to another number of elements", r"shape '\[.*\]' is invalid for input of size",
+     "a `reshape`/`view` asks for a shape with another number of elements than the tensor has: recompute the "
+     "sizes from the tensor's own `.shape`"),
+    ("an axis the tensor does not have", r"Dimension out of range",
+     "a `dim=` (or an index) names an axis the tensor does not have: count its axes with `.dim()`, and prefer "
+     "negative axes (`-1` is the last) so that batched inputs work too"),
+    ("an index past the end", r"index -?\d+ is out of bounds|index out of range|out of range in self|"
+                              r"Index is supposed to be a vector",
+     "an index is past the end of a tensor (or of the wrong kind for that indexing function): print the "
+     "largest index and the size of the axis it indexes"),
+    ("float or wrong-kind indices", r"tensors used as indices must be|only integer tensors of a single element",
+     "indices must be integer (`int64`) or bool tensors: convert with `.long()`"),
+    ("dtypes that do not fit together", r"expected scalar type|have the same dtype|expected both vectors to "
+                                        r"have same dtype|Found dtype|result type .* can't be cast",
+     "an operation mixes dtypes that do not fit (float32 with float64, or with an integer tensor): convert one "
+     "side (`.to(x.dtype)`, `.float()`)"),
+    ("a tensor used as a True/False", r"Boolean value of Tensor with more than one",
+     "`if`, `and`, `or` and `not` need one True/False, but got a tensor of many values: use `&`, `|`, `~` "
+     "and `torch.where` for elementwise logic"),
+    ("a numpy value in torch code", r"can't convert np\.ndarray|expected Tensor as element|must be Tensor, not "
+                                    r"numpy|not supported for the input types.*numpy",
+     "numpy and torch are mixed: compute with torch, or convert with `torch.from_numpy`"),
+)
+
+
+def diagnose_error(errors: list) -> Optional[Diagnosis]:
+    """What a PyTorch error means, when every case that raised raised the same kind of error."""
+    found = []
+    for text in errors:
+        hit = next(((name, meaning) for name, rx, meaning in ERROR_PATTERNS if re.search(rx, text)), None)
+        if hit is None:
+            return None
+        found.append(hit)
+    if not found or len({name for name, _ in found}) != 1:
+        return None
+    name, meaning = found[0]
+    first = errors[0].strip().splitlines()[0][:300]
+    return Diagnosis(name, f"{meaning} (your code raised {first})")
+
+
 #: Every name a diagnosis can have (the tests prove each one on wrong answers that show it).
 NAMES = frozenset({
     "tuple items in the wrong order", "wrong type", "wrong items", "right values, wrong dtype",
@@ -648,7 +711,7 @@ NAMES = frozenset({
     "wrong only on the diagonal", "wrong only above the diagonal", "wrong only below the diagonal",
     "wrong only at the first position", "wrong only at the last position", "nearly right",
     "changes an input in place",
-})
+}) | frozenset(name for name, _, _ in ERROR_PATTERNS)
 
 #: Patterns of one tensor, in the order they are tried (specific before general).
 TENSOR_PATTERNS: tuple = (_non_finite, _inverted, _returns_input, _constant_output, _permuted_axes, _reshaped,
