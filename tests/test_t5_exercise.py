@@ -32,7 +32,20 @@ def vectorised_float64(relative_position, bidirectional=True, num_buckets=32, ma
     return offset + torch.where(n < exact, n, log_bucket)
 
 
-RIGHT = [a.fn for a in EX.alternatives] + [vectorised_float64]
+def bucketize_thresholds(relative_position, bidirectional=True, num_buckets=32, max_distance=128):
+    """A learner's version: the distances where the log part steps up, e * (max_distance / e) ** (k / (B - e)),
+    rounded up, then torch.bucketize: integer thresholds instead of a floored logarithm per distance."""
+    rel = relative_position.long()
+    per_side = num_buckets // 2 if bidirectional else num_buckets
+    exact = per_side // 2
+    n = rel.abs() if bidirectional else (-rel).clamp(min=0)
+    steps = per_side - exact
+    edges = torch.tensor([math.ceil(exact * (max_distance / exact) ** (k / steps)) for k in range(1, steps)])
+    bucket = torch.where(n < exact, n, (exact + torch.bucketize(n, edges, right=True)).clamp(max=per_side - 1))
+    return bucket + (rel > 0).long() * per_side if bidirectional else bucket
+
+
+RIGHT = [a.fn for a in EX.alternatives] + [vectorised_float64, bucketize_thresholds]
 
 
 @pytest.mark.parametrize("ex", BOTH, ids=lambda e: e.id)

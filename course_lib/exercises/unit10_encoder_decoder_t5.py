@@ -926,6 +926,18 @@ def shift_non_positive_as_padding(targets, bos_id, pad_id):
     return torch.where(shifted <= 0, pad_id, shifted)
 
 
+def shift_rolled_without_bos(targets, bos_id, pad_id):
+    """Wrong: torch.roll alone: column 0 holds the last target that wrapped around, never <bos>."""
+    rolled = torch.roll(targets, shifts=1, dims=1)
+    return rolled.masked_fill(rolled == -100, pad_id)
+
+
+def shift_mask_from_unshifted_targets(targets, bos_id, pad_id):
+    """Wrong: the -100 mask taken from the targets, one position off: a padded row's <eos> becomes pad_id."""
+    shifted = torch.cat([torch.full_like(targets[:, :1], bos_id), targets[:, :-1]], dim=1)
+    return shifted.masked_fill(targets == -100, pad_id)
+
+
 def shift_right_negative_ids(targets, bos_id, pad_id):
     """Right: only -100 is negative, so `< 0` picks exactly the ignored targets (0 is a real id)."""
     shifted = torch.cat([torch.full_like(targets[:, :1], bos_id), targets[:, :-1]], dim=1)
@@ -940,6 +952,17 @@ SHIFT_RIGHT.mistakes = tuple(SHIFT_RIGHT.mistakes) + (
                  "0 is a real token id. With bos_id=0 (BART's <s> is id 0) your first column "
                  "became pad_id instead of <bos>. Replace exactly -100: masked_fill(shifted == -100, pad_id).",
                  shift_non_positive_as_padding),
+    KnownMistake("rolled without writing <bos>",
+                 "torch.roll(targets, 1, dims=1) wraps the LAST target around into column 0, so your rows start "
+                 "with <eos> (or pad) instead of <bos>. After rolling, overwrite the first column: "
+                 "rolled[:, 0] = bos_id (on a copy: roll returns a new tensor).", shift_rolled_without_bos),
+    KnownMistake("<eos> of padded rows replaced by pad_id",
+                 "In a padded row the <eos> moves one step right into the decoder input, and yours became pad_id. "
+                 "Either the -100 mask came from the unshifted targets (targets == -100 is one position off), or "
+                 "you replaced <eos> too. Mask the shifted tensor and replace only -100: "
+                 "shifted.masked_fill(shifted == -100, pad_id). (That <eos> sits where the target is -100, so the "
+                 "loss never sees it, but it is part of the input: <bos> y_1 .. y_{T-1}, as in Hugging Face's T5.)",
+                 shift_mask_from_unshifted_targets),
 )
 
 

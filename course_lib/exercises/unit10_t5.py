@@ -227,6 +227,9 @@ def _cases(gen: torch.Generator, hidden: bool) -> list:
         # a small table: 8 buckets, max distance 12 (so few exact buckets that every kind shows early)
         cases.append(_case(relative_positions(10, 24), bidirectional, 8, 12, group,
                            "8 buckets, max_distance 12, a (10, 24) matrix of key - query"))
+        # 64 buckets: log-spaced values within 1e-3 of a whole number (distance 181: 13.9994), where too
+        # little precision (float16) floors to the wrong bucket
+        cases.append(_case(_ramp(300), bidirectional, 64, 256, group, "64 buckets, max_distance 256"))
     if hidden:
         for bidirectional, group in ((False, "decoder (causal)"), (True, "encoder (bidirectional)")):
             for nb, md in ((16, 64), (10, 40), (12, 30)):
@@ -236,7 +239,6 @@ def _cases(gen: torch.Generator, hidden: bool) -> list:
             T_q = int(torch.randint(5, 30, (1,), generator=gen))
             cases.append(_case(relative_positions(T_q, T_q + 7, offset=3), bidirectional, 32, 128, group,
                                f"T5's buckets, a ({T_q}, {T_q + 7}) matrix of key - query"))
-            cases.append(_case(_ramp(300), bidirectional, 64, 256, group, "64 buckets, max_distance 256"))
     return cases
 
 
@@ -341,6 +343,47 @@ def log_of_max_distance(relative_position, bidirectional=True, num_buckets=32, m
     return side + torch.where(n < exact, n, large.clamp(max=per - 1))
 
 
+def log_in_float16(relative_position, bidirectional=True, num_buckets=32, max_distance=128):
+    """The log-spaced value computed in float16 (`.half()`): about 3 significant digits."""
+    rel = relative_position.long()
+    per = num_buckets // 2 if bidirectional else num_buckets
+    side = (rel > 0).long() * per if bidirectional else torch.zeros_like(rel)
+    n = rel.abs() if bidirectional else (-rel).clamp(min=0)
+    exact = per // 2
+    large = exact + (torch.log(n.clamp(min=1).half() / exact) / math.log(max_distance / exact) * (per - exact)).long()
+    return side + torch.where(n < exact, n, large.clamp(max=per - 1))
+
+
+def _one_thing_wrong(rel, bidirectional, num_buckets, max_distance, *, offset=None, cap=None, exact=None,
+                     divisor=None):
+    """The reference's steps, each of which a mistake below may replace (None: the right one)."""
+    rel = rel.long()
+    per = num_buckets // 2 if bidirectional else num_buckets
+    n = rel.abs() if bidirectional else (-rel).clamp(min=0)
+    side = (rel > 0).long() * (per if offset is None else offset) if bidirectional else torch.zeros_like(rel)
+    e = per // 2 if exact is None else exact
+    log_divisor = math.log(max_distance / e) if divisor is None else divisor(e)
+    large = e + (torch.log(n.clamp(min=1).float() / e) / log_divisor * (per - e)).long()
+    return side + torch.where(n < e, n, large.clamp(max=per - 1 if cap is None else cap))
+
+
+def right_half_offset_by_num_buckets(relative_position, bidirectional=True, num_buckets=32, max_distance=128):
+    return _one_thing_wrong(relative_position, bidirectional, num_buckets, max_distance, offset=num_buckets)
+
+
+def encoder_capped_at_num_buckets(relative_position, bidirectional=True, num_buckets=32, max_distance=128):
+    return _one_thing_wrong(relative_position, bidirectional, num_buckets, max_distance, cap=num_buckets - 1)
+
+
+def decoder_exact_from_a_quarter(relative_position, bidirectional=True, num_buckets=32, max_distance=128):
+    return _one_thing_wrong(relative_position, bidirectional, num_buckets, max_distance, exact=num_buckets // 4)
+
+
+def log_max_distance_over_max_exact(relative_position, bidirectional=True, num_buckets=32, max_distance=128):
+    return _one_thing_wrong(relative_position, bidirectional, num_buckets, max_distance,
+                            divisor=lambda e: math.log(max_distance) / e)
+
+
 def int32_buckets(relative_position, bidirectional=True, num_buckets=32, max_distance=128):
     return relative_position_bucket(relative_position, bidirectional, num_buckets, max_distance).int()
 
@@ -363,6 +406,27 @@ RELATIVE_POSITION_BUCKET.mistakes = tuple(RELATIVE_POSITION_BUCKET.mistakes) + (
     KnownMistake("bucket ids as int32",
                  "Your buckets are int32; bucket ids index an embedding table, so return int64 (torch.long), "
                  "like relative_position.long() and torch.where of int64 tensors give.", int32_buckets),
+    KnownMistake("log computed in float16",
+                 "Your log-spaced buckets are computed in float16 (`.half()`). With about 3 significant digits the "
+                 "expression lands on the wrong side of a whole number where it is close to one (64 buckets, "
+                 "distance 181: exactly 13.9994, 14.0 in float16), and the bucket is one too high. Compute in "
+                 "float32 (`n.float()`, as Hugging Face's T5 does) or float64.", log_in_float16),
+    KnownMistake("keys to the right offset by num_buckets",
+                 "Keys to the right get num_buckets // 2 added (where the upper half starts), not num_buckets: your "
+                 "encoder buckets go up to 1.5 * num_buckets - 1, beyond the table. Halve num_buckets first, then "
+                 "use that: `(relative_position > 0).long() * (num_buckets // 2)`.", right_half_offset_by_num_buckets),
+    KnownMistake("encoder capped at num_buckets - 1",
+                 "In the encoder each direction has num_buckets // 2 buckets, so the log-spaced bucket is capped at "
+                 "num_buckets // 2 - 1. Yours is capped at num_buckets - 1: far keys to the LEFT spill into the upper "
+                 "half (bucket 16 with T5's sizes), which belongs to keys on the right.", encoder_capped_at_num_buckets),
+    KnownMistake("decoder's max_exact from a quarter of the buckets",
+                 "In the decoder all num_buckets buckets describe the past, so max_exact = num_buckets // 2 (16 with "
+                 "T5's sizes). Yours is num_buckets // 4, the encoder's value: halve num_buckets only when "
+                 "bidirectional, then take half of that.", decoder_exact_from_a_quarter),
+    KnownMistake("divided by log(max_distance) / max_exact",
+                 "Parentheses: the divisor is log(max_distance / max_exact), the log of the ratio, so that distance "
+                 "max_distance lands on the last bucket. You divided log(max_distance) by max_exact: "
+                 "`math.log(max_distance / max_exact)`.", log_max_distance_over_max_exact),
     KnownMistake("bidirectional ignored",
                  "Your decoder (bidirectional=False) gets the encoder's buckets. With bidirectional=False all "
                  "num_buckets buckets are for the past, and the distance is max(-(j - i), 0).", always_bidirectional),
