@@ -580,9 +580,9 @@ SAMPLE = Exercise(
         Property("token ids in range", "every token id must lie in [0, V)", _in_range),
         Property("same seed, same tokens",
                  "called twice with generators of the same seed, your function returned different tokens: it "
-                 "draws from PyTorch's global random state. Pass the generator: "
-                 "u = torch.rand(B, generator=generator)",
-                 _same_seed_same_tokens, _call_again),
+                 "draws random numbers from somewhere other than `generator` (PyTorch's global random state, numpy "
+                 "or Python's random module). Draw only with the generator: u = torch.rand(B, generator=generator)",
+                 _same_seed_same_tokens, _call_again, fires_for=("ignores the generator",)),
     ],
     mistakes=[
         KnownMistake("greedy instead of sampling",
@@ -872,6 +872,39 @@ CROSS_ENTROPY = Exercise(
                      "log p_i = (x_i - m) - log sum_j exp(x_j - m).",
                      ce_lse_missing),
     ],
+)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Forgetting the generator (issue 11, 3.): during a graded call PyTorch's global random state is seeded
+# from the call (course_lib.exercises.rng), the same inline and in the grader, so drawing from it gives
+# known tokens, and the mistake can be named.
+# ---------------------------------------------------------------------------------------------------
+
+
+def sample_ignores_generator(logits, temperature, generator):
+    return sample_next_token(logits, temperature, None)  # torch.rand(B): PyTorch's global random state
+
+
+def sample_seeded_inside(logits, temperature, generator):
+    # torch.Generator().manual_seed(0), torch.manual_seed(0) + torch.rand(B) and generator.manual_seed(0) all
+    # draw the same numbers: the stream of seed 0
+    return sample_next_token(logits, temperature, torch.Generator().manual_seed(0))
+
+
+SAMPLE.mistakes = tuple(SAMPLE.mistakes) + (
+    KnownMistake("ignores the generator",
+                 "Your u does not come from `generator`: torch.rand(B) without `generator=generator` draws from "
+                 "PyTorch's global random state, so your tokens are not the ones everybody else (and the check) "
+                 "gets, and the same seed does not give the same tokens twice. Pass `generator=generator` to every "
+                 "random call: u = torch.rand(B, generator=generator).",
+                 sample_ignores_generator),
+    KnownMistake("seeded with 0 inside the function",
+                 "Your u comes from a random stream seeded with 0 inside your function (torch.manual_seed(0), a new "
+                 "torch.Generator().manual_seed(0), or generator.manual_seed(0)), so every call draws the same "
+                 "numbers whatever generator it is given. The caller seeds the generator: use it as it is, and pass "
+                 "`generator=generator` to every random call: u = torch.rand(B, generator=generator).",
+                 sample_seeded_inside),
 )
 
 register(STABLE_SOFTMAX, TEMPERATURE, SAMPLE, CROSS_ENTROPY)

@@ -780,4 +780,83 @@ CLASSIFIER_HEAD = Exercise(
     ],
 )
 
+
+# ---------------------------------------------------------------------------------------------------
+# Forgetting the generator (issue 11, 3.): during a graded call PyTorch's global random state is seeded
+# from the call (course_lib.exercises.rng), the same inline and in the grader, so drawing from it gives
+# known draws, and the mistake can be named, also when only some of the three draws forget it.
+# ---------------------------------------------------------------------------------------------------
+
+_DRAWS = ("u", "r", "randint")
+
+
+def _mask_forgetting(forgotten: tuple):
+    """mask_tokens whose draws named in ``forgotten`` ("u", "r", "randint") are made without the generator."""
+
+    def mask_without_generator(input_ids, vocab_size, mask_id, special_ids, generator, mask_prob=0.15):
+        g = {name: (None if name in forgotten else generator) for name in _DRAWS}
+        special = torch.isin(input_ids, torch.as_tensor(list(special_ids), dtype=torch.long))
+        u = torch.rand(input_ids.shape, generator=g["u"])
+        selected = (u < mask_prob) & ~special
+        r = torch.rand(input_ids.shape, generator=g["r"])
+        random_ids = torch.randint(vocab_size, input_ids.shape, generator=g["randint"])
+        masked = input_ids.clone()
+        masked[selected & (r < 0.8)] = mask_id
+        use_random = selected & (r >= 0.8) & (r < 0.9)
+        masked[use_random] = random_ids[use_random]
+        labels = torch.where(selected, input_ids, torch.full_like(input_ids, IGNORE_INDEX))
+        return masked, labels
+
+    return mask_without_generator
+
+
+_DRAW_CODE = {"u": "`u = torch.rand(...)`", "r": "`r = torch.rand(...)`", "randint": "`torch.randint(...)`"}
+_PASS_IT = ("Pass `generator=generator` to every random call, so that your draws are the ones everybody (and the "
+            "check) gets: torch.rand(input_ids.shape, generator=generator) twice, then "
+            "torch.randint(vocab_size, input_ids.shape, generator=generator).")
+
+
+def _forgotten_mistake(forgotten: tuple) -> KnownMistake:
+    """The known mistake of a mask_tokens whose draws in ``forgotten`` have no ``generator=generator``.
+
+    The message claims nothing about the other draws: on small cases forgetting ``u`` alone and forgetting
+    ``u`` and ``randint`` can give the same output (random tokens are rare), so it must be true for both.
+    """
+    if len(forgotten) == len(_DRAWS):
+        return KnownMistake(
+            "ignores the generator",
+            "None of your draws uses `generator`: without `generator=generator` torch.rand and torch.randint draw "
+            "from PyTorch's global random state, which nobody else shares. " + _PASS_IT,
+            _mask_forgetting(forgotten))
+    one = len(forgotten) == 1
+    first = _DRAWS.index(forgotten[0])
+    later = any(_DRAWS.index(d) > first for d in _DRAWS if d not in forgotten)  # shifted along the stream
+    shifted = (", and your later draws that do pass the generator read the part of its stream that belongs to an "
+               "earlier draw") if later else ""
+    return KnownMistake(
+        f"the generator missing from the {' and '.join(forgotten)} draw{'' if one else 's'}",
+        f"Your {' and '.join(_DRAW_CODE[d] for d in forgotten)} {'draw has' if one else 'draws have'} no "
+        f"`generator=generator`, so {'it draws' if one else 'they draw'} from PyTorch's global random state, "
+        f"which nobody else shares{shifted}. " + _PASS_IT,
+        _mask_forgetting(forgotten))
+
+
+# Forgetting u, or u and randint, often give the same output on the public cases (randint matters only at the
+# few positions that get a random token): the message of "u" is true for both, and "u and randint" is not listed.
+def mask_seeded_inside(input_ids, vocab_size, mask_id, special_ids, generator, mask_prob=0.15):
+    # torch.Generator().manual_seed(0), torch.manual_seed(0) + global draws and generator.manual_seed(0) all
+    # draw the same numbers: the stream of seed 0
+    return mask_tokens(input_ids, vocab_size, mask_id, special_ids, torch.Generator().manual_seed(0), mask_prob)
+
+
+MASK_TOKENS.mistakes = tuple(MASK_TOKENS.mistakes) + tuple(
+    _forgotten_mistake(f) for f in (("u", "r", "randint"), ("u",), ("r",), ("randint",), ("u", "r"), ("r", "randint"))
+) + (
+    KnownMistake("seeded with 0 inside the function",
+                 "Your draws come from a random stream seeded with 0 inside your function (torch.manual_seed(0), a "
+                 "new torch.Generator().manual_seed(0), or generator.manual_seed(0)), so every call masks the same "
+                 "way whatever generator it is given. The caller seeds the generator: use it as it is. " + _PASS_IT,
+                 mask_seeded_inside),
+)
+
 register(MASK_TOKENS, MLM_LOSS, CLASSIFIER_HEAD)

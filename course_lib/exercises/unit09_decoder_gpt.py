@@ -933,10 +933,12 @@ def _call_again(case):
 
 
 SAME_SEED_MESSAGE = ("called twice with generators of the same seed, your function returned different tokens: it draws "
-                     "from PyTorch's global random state. Pass the generator on: "
+                     "random numbers from somewhere other than `generator` (PyTorch's global random state, numpy or "
+                     "Python's random module). Draw only with the generator: "
                      "torch.multinomial(probs, 1, generator=generator)")
 SAMPLE.properties = tuple(SAMPLE.properties) + (
-    Property("same seed, same tokens", SAME_SEED_MESSAGE, _same_seed_same_tokens, _call_again),)
+    Property("same seed, same tokens", SAME_SEED_MESSAGE, _same_seed_same_tokens, _call_again,
+             fires_for=("ignores the generator",)),)
 SAMPLE.mistakes = tuple(SAMPLE.mistakes) + (
     KnownMistake("temperature ignored",
                  "Your samples do not depend on the temperature: maybe you never divide by it, or you divide the "
@@ -1019,10 +1021,11 @@ class GeneratorFloatIds(_GeneratorMistake):
 
 TEXT_GENERATOR.properties = tuple(TEXT_GENERATOR.properties) + (
     Property("same seed, same tokens",
-             "run twice with generators of the same seed, your loop returned different tokens: it draws from "
-             "PyTorch's global random state. Pass the generator on to the sampler: "
+             "run twice with generators of the same seed, your loop returned different tokens: it draws random "
+             "numbers from somewhere other than `generator` (PyTorch's global random state, numpy or Python's random "
+             "module). Pass the generator on to the sampler: "
              "sample_next_token(logits, temperature, top_k=top_k, top_p=top_p, generator=generator)",
-             _same_seed_same_tokens, _call_again),)
+             _same_seed_same_tokens, _call_again, fires_for=("ignores the generator",)),)
 TEXT_GENERATOR.mistakes = tuple(TEXT_GENERATOR.mistakes) + (
     KnownMistake("context one token short",
                  "You crop the context to block_size - 1 tokens (an off-by-one in the slice). The model can read "
@@ -1107,6 +1110,69 @@ ATTEND_WITH_CACHE.mistakes = tuple(ATTEND_WITH_CACHE.mistakes) + (
     KnownMistake("softmax over the queries",
                  "The softmax runs over the KEYS (the last axis, dim=-1): each new token's weights over the cached "
                  "and new keys sum to 1.", cache_softmax_over_queries),
+)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Forgetting the generator (issue 11, 3.): during a graded call PyTorch's global random state is seeded
+# from the call (course_lib.exercises.rng), the same inline and in the grader, so drawing from it gives
+# known tokens, and the mistake can be named.
+# ---------------------------------------------------------------------------------------------------
+
+
+def sample_ignores_generator(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+    return sample_next_token(logits, temperature, top_k, top_p, None)  # multinomial from the global state
+
+
+def sample_seeded_inside(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+    # torch.Generator().manual_seed(0), torch.manual_seed(0) + global draws and generator.manual_seed(0) all
+    # draw the same numbers: the stream of seed 0
+    return sample_next_token(logits, temperature, top_k, top_p, torch.Generator().manual_seed(0))
+
+
+class GeneratorIgnoresGenerator(_GeneratorMistake):
+    """Wrong: the sampler is called without the generator (every step draws from the global state)."""
+
+    def forward(self, input_ids, max_new_tokens, temperature=1.0, top_k=None, top_p=None, generator=None):
+        return TextGenerator.forward(self, input_ids, max_new_tokens, temperature, top_k, top_p, None)
+
+
+class GeneratorSeededInside(_GeneratorMistake):
+    """Wrong: one generator seeded with 0 made in forward (or torch.manual_seed(0) and global draws)."""
+
+    def forward(self, input_ids, max_new_tokens, temperature=1.0, top_k=None, top_p=None, generator=None):
+        return TextGenerator.forward(self, input_ids, max_new_tokens, temperature, top_k, top_p,
+                                     torch.Generator().manual_seed(0))
+
+
+SAMPLE.mistakes = tuple(SAMPLE.mistakes) + (
+    KnownMistake("ignores the generator",
+                 "Your draw does not use `generator`: torch.multinomial(probs, 1) without `generator=generator` "
+                 "draws from PyTorch's global random state, so your tokens are not the ones everybody else (and "
+                 "the check) gets, and the same seed does not give the same tokens twice. Pass "
+                 "`generator=generator` to every random call: torch.multinomial(probs, 1, generator=generator) "
+                 "(torch.distributions.Categorical(...).sample() cannot take a generator: use torch.multinomial).",
+                 sample_ignores_generator),
+    KnownMistake("seeded with 0 inside the function",
+                 "Your tokens come from a random stream seeded with 0 inside your function (torch.manual_seed(0), a "
+                 "new torch.Generator().manual_seed(0), or generator.manual_seed(0)), so every call draws the same "
+                 "numbers whatever generator it is given. The caller seeds the generator: use it as it is, "
+                 "torch.multinomial(probs, 1, generator=generator).",
+                 sample_seeded_inside),
+)
+TEXT_GENERATOR.mistakes = tuple(TEXT_GENERATOR.mistakes) + (
+    KnownMistake("ignores the generator",
+                 "Your loop samples without the generator it is given, so every step draws from PyTorch's global "
+                 "random state: your tokens are not the ones everybody else (and the check) gets, and the same "
+                 "seed does not give the same text twice. Pass `generator=generator` on at every step: "
+                 "sample_next_token(logits, temperature, top_k=top_k, top_p=top_p, generator=generator).",
+                 GeneratorIgnoresGenerator),
+    KnownMistake("seeded with 0 inside forward",
+                 "Your tokens come from a random stream seeded with 0 inside forward (torch.manual_seed(0), or one "
+                 "new torch.Generator().manual_seed(0)), so every call generates the same way whatever generator it "
+                 "is given. The caller seeds the generator: use it as it is, and pass it on at every step: "
+                 "sample_next_token(logits, temperature, top_k=top_k, top_p=top_p, generator=generator).",
+                 GeneratorSeededInside),
 )
 
 register(LM_TARGETS, SAMPLE, TEXT_GENERATOR, ATTEND_WITH_CACHE)
