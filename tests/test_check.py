@@ -525,3 +525,19 @@ def test_a_property_with_nothing_to_look_at_is_not_checked_rather_than_diagnosed
         assert len(lines) == len(ex.properties)
         assert all(line.endswith("not checked: no case returned an output") for line in lines), lines
         assert not any(p.message in "\n".join(report.details + [report.message]) for p in ex.properties)
+
+
+@BOTH_PATHS
+def test_a_mistake_written_in_another_order_is_named_up_to_rounding(path):
+    # "plus one" computed so that it rounds differently (off by ~3x the tolerance): still that mistake
+    r = grade(DOUBLE, lambda x, scale=2.0: (x * scale + 1) * (1 + 3e-4), path)
+    assert r.mistake == "plus one" and not r.diagnosed, (r.mistake, r.message)
+
+
+def test_rounding_slack_never_names_a_mistake_close_to_the_right_answer():
+    near = Exercise("99.near", "99_test", "double", 2, "double", double, _double_cases, forbid_reference=False,
+                    mistakes=[KnownMistake("tiny offset", "you add 1e-4", lambda x, scale=2.0: x * scale + 1e-4)])
+    # wrong (beyond the tolerance) but within the slack of both the right answer and the mistake
+    r = run_local(near, lambda x, scale=2.0: x * scale * (1 + 5e-4))
+    assert r.status != PASSED and r.mistake != "tiny offset", (r.mistake, r.message)
+    assert run_local(near, lambda x, scale=2.0: x * scale + 1e-4).mistake == "tiny offset"

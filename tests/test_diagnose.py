@@ -145,6 +145,13 @@ def test_linear_wrong_answers_get_the_pattern_they_show(what, fn, name, path):
     assert r.mistake == name and r.diagnosed, (r.mistake, r.mistake_message, r.message)
 
 
+@PATHS
+def test_nan_on_some_cases_comes_before_nearly_right_on_the_others(path):
+    r = grade(BIG_SOFTMAX, lambda x: _naive(x + 1e-3 * torch.sin(x)), path)
+    assert r.mistake == "nan or inf in the output", (r.mistake, r.mistake_message)
+    assert r.mistake_message.startswith("on case") and "nearly" not in r.mistake_message
+
+
 # -- a causal mask ---------------------------------------------------------------------------------
 
 
@@ -360,6 +367,7 @@ def _if_positive(x, W):
 
 ERROR_ROWS = [
     (SOFTMAX, "max without .values", lambda x: (x - x.max(-1, keepdim=True)).exp(), "a (values, indices) pair used as a tensor"),
+    (LINEAR, "torch.dot on a batch", lambda x, W: torch.dot(x, W), "a 1-D-only function on a batch"),
     (LINEAR, "operands swapped", lambda x, W: W @ x, "a matrix product of shapes that do not fit"),
     (SOFTMAX, "a vector one too long", lambda x: x.exp() / torch.ones(x.shape[-1] + 1), "shapes that do not broadcast"),
     (LINEAR, "stacked pieces", lambda x, W: torch.stack([x, x @ W]), "tensors of different sizes joined"),

@@ -53,6 +53,8 @@ FORBIDDEN = "forbidden"
 MISSING = "missing"
 STATUSES = (PASSED, PARTIAL, FAILED, ERROR, TIMEOUT, NOT_ATTEMPTED, FORBIDDEN, MISSING)
 CACHE_ENTRIES = 4096
+#: A known mistake matches the learner's output within this multiple of the exercise's tolerances.
+MISTAKE_SLACK = 10.0
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -911,14 +913,17 @@ def _has_finite(value: Any) -> bool:
     return True
 
 
-def _agree(ex: "Exercise", ref: Any, mis: Any, got: Any) -> tuple:
+def _agree(ex: "Exercise", ref: Any, mis: Any, got: Any, slack: float = 1.0) -> tuple:
     """``(consistent, evidence)`` for one case.
 
     *consistent*: ``got`` equals the mistake's output ``mis`` wherever ``mis`` is finite (same type, shape
-    and dtype too). *evidence*: at some position where ``mis`` is finite and differs from the reference
-    output ``ref``, ``got`` equals ``mis``. Non-finite values of the mistake (nan, inf) are no evidence.
+    and dtype too), within ``slack`` times the exercise's tolerances. *evidence*: at some position where
+    ``mis`` is finite and differs from the reference output ``ref`` (by more than twice that band when
+    ``slack > 1``, so that a mistake close to the right answer still needs an exact match), ``got``
+    equals ``mis``. Non-finite values of the mistake (nan, inf) are no evidence.
     """
-    atol, rtol = ex.atol, ex.rtol
+    atol, rtol = ex.atol * slack, ex.rtol * slack
+    apart = 1.0 if slack == 1.0 else 2.0  # how far from the reference the mistake must be, in bands
     if isinstance(mis, torch.Tensor):
         if (type(got) is not torch.Tensor or tuple(got.shape) != tuple(mis.shape)
                 or (ex.check_dtype and got.dtype != mis.dtype)):
@@ -934,7 +939,7 @@ def _agree(ex: "Exercise", ref: Any, mis: Any, got: Any) -> tuple:
                 return False, False
             if same_layout:
                 r = ref.detach().to(wide)
-                differs = ~((m - r).abs() <= atol + rtol * r.abs())
+                differs = ~((m - r).abs() <= apart * (atol + rtol * r.abs()))
             else:
                 differs = torch.ones_like(finite)
             return True, bool((finite & differs).any())
@@ -949,7 +954,7 @@ def _agree(ex: "Exercise", ref: Any, mis: Any, got: Any) -> tuple:
         refs = ref if isinstance(ref, (tuple, list)) and len(ref) == len(mis) else [_MISSING_INPUT] * len(mis)
         evidence = False
         for r, m, g in zip(refs, mis, got):
-            c, e = _agree(ex, r, m, g)
+            c, e = _agree(ex, r, m, g, slack)
             if not c:
                 return False, False
             evidence = evidence or e
@@ -960,7 +965,7 @@ def _agree(ex: "Exercise", ref: Any, mis: Any, got: Any) -> tuple:
         evidence = False
         for k in mis:
             r = ref.get(k, _MISSING_INPUT) if isinstance(ref, dict) else _MISSING_INPUT
-            c, e = _agree(ex, r, mis[k], got[k])
+            c, e = _agree(ex, r, mis[k], got[k], slack)
             if not c:
                 return False, False
             evidence = evidence or e
@@ -976,7 +981,17 @@ def _agree(ex: "Exercise", ref: Any, mis: Any, got: Any) -> tuple:
 
 def match_mistake(ex: "Exercise", case_calls: list, expected: dict) -> Optional[KnownMistake]:
     """The first known mistake that the learner's outputs match on every case (see :func:`_agree`) with
-    evidence on at least one; ``case_calls`` are ``(call, outcome)`` of the cases."""
+    evidence on at least one; ``case_calls`` are ``(call, outcome)`` of the cases. Exact matches first;
+    then up to rounding (:data:`MISTAKE_SLACK`): the same bug written in another order (``(x / T) / T``
+    for ``x / T**2``) rounds differently."""
+    for slack in (1.0, MISTAKE_SLACK):
+        found = _match_mistake(ex, case_calls, expected, slack)
+        if found is not None:
+            return found
+    return None
+
+
+def _match_mistake(ex: "Exercise", case_calls: list, expected: dict, slack: float) -> Optional[KnownMistake]:
     for mistake in ex.mistakes:
         consistent, evidence = True, False
         for call, oc in case_calls:
@@ -990,7 +1005,7 @@ def match_mistake(ex: "Exercise", case_calls: list, expected: dict) -> Optional[
                     consistent = False
                     break
                 continue
-            c, e = _agree(ex, expected[call.case_index], wrong, oc.value)
+            c, e = _agree(ex, expected[call.case_index], wrong, oc.value, slack)
             if not c:
                 consistent = False
                 break

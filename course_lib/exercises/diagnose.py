@@ -160,7 +160,8 @@ def _non_finite(s: _Seen, tol: _Tol) -> Optional[tuple]:
     what = "nan" if bool(torch.isnan(g[bad]).all()) else "inf" if bool(torch.isinf(g[bad]).all()) else "nan or inf"
     return ("nan or inf in the output",
             f"your output has {what} at {n} of {w.numel()} positions where the expected output is finite (first "
-            f"at index {idx}): look for `exp` of a large number, a division by zero or the log of zero")
+            f"at index {idx}): look for `exp` of a large number, a division by zero (a sum of zeros, such as a row "
+            f"whose entries are all masked) or the log of zero")
 
 
 def _permuted_axes(s: _Seen, tol: _Tol) -> Optional[tuple]:
@@ -262,7 +263,7 @@ def _region(s: _Seen, tol: _Tol) -> Optional[tuple]:
             return (f"wrong only {where}",
                     f"your output is right everywhere except {where} of the last two axes (where the row index "
                     f"{'equals' if where == 'on the diagonal' else 'is less than' if 'above' in where else 'is greater than'}"
-                    f" the column index): {'check how the diagonal (row == column) is handled: `diagonal=`, or `<` for `<=`' if where == 'on the diagonal' else 'check which side of the diagonal the rule covers'}")
+                    f" the column index): {'check how the diagonal (row == column) is handled: `diagonal=`, or `<` for `<=`' if where == 'on the diagonal' else 'compare the rule for those positions with the task'}")
     return None
 
 
@@ -644,9 +645,13 @@ ERROR_PATTERNS: tuple = (
     ("a (values, indices) pair used as a tensor", r"return_types\.(max|min|sort|topk|median|mode|kthvalue)",
      "`x.max(dim)` (also `min`, `sort`, `topk`, `median`) returns a pair (values, indices): take `.values` "
      "(or `.indices`), or use `x.amax(dim)`"),
+    ("a 1-D-only function on a batch", r"1D tensors expected|Index is supposed to be a vector|"
+                                       r"index_select\(\): Index is supposed|inconsistent tensor size",
+     "this function (`torch.dot`, `index_select`, ...) takes 1-D tensors only, and the batched cases give it "
+     "more axes: use an operation that works on any number of axes (`(a * b).sum(-1)`, `@`, `W[ids]`)"),
     ("a matrix product of shapes that do not fit",
      r"shapes cannot be multiplied|size mismatch|Expected size for first two dimensions of batch2|"
-     r"1D tensors expected|inconsistent tensor size|both arguments to matmul need to be at least 1D",
+     r"both arguments to matmul need to be at least 1D",
      "a matrix product `a @ b` needs the last axis of `a` to be as long as the second-to-last of `b`: print both "
      "shapes; one side may need a transpose (`.transpose(-2, -1)`), or the operands are in the wrong order"),
     ("shapes that do not broadcast", r"must match the size of tensor b|could not be broadcast|not broadcastable",
@@ -665,8 +670,7 @@ ERROR_PATTERNS: tuple = (
     ("an axis the tensor does not have", r"Dimension out of range",
      "a `dim=` (or an index) names an axis the tensor does not have: count its axes with `.dim()`, and prefer "
      "negative axes (`-1` is the last) so that batched inputs work too"),
-    ("an index past the end", r"index -?\d+ is out of bounds|index out of range|out of range in self|"
-                              r"Index is supposed to be a vector",
+    ("an index past the end", r"index -?\d+ is out of bounds|index out of range|out of range in self",
      "an index is past the end of a tensor (or of the wrong kind for that indexing function): print the "
      "largest index and the size of the axis it indexes"),
     ("float or wrong-kind indices", r"tensors used as indices must be|only integer tensors of a single element",
@@ -785,7 +789,13 @@ def diagnose(cases: list, pairs: list, atol: float, rtol: float, check_dtype: bo
         if found:
             break
     if found is None:
-        return None
+        blown = [s for s in parts if _try(_non_finite, s, tol) is not None]
+        if not blown:
+            return None
+        # nan/inf on some failing cases is the first thing to fix, whatever the others show
+        first = _try(_non_finite, blown[0], tol)
+        found = Diagnosis(first[0], f"on {_plural_cases([s.index + 1 for s in blown])}, {first[1]}; the other "
+                                    f"failing cases differ from the expected output without nan")
     wrong_dtype = [m for *_, m in failing if m.kind == "dtype"]
     extra = f"; besides, your {wrong_dtype[0].text}" if wrong_dtype else ""
     return Diagnosis(found.name, _relabel(found.message, label) + extra)
@@ -797,7 +807,7 @@ def _everywhere(pattern: Pattern, seen: list, tol: _Tol) -> Optional[Diagnosis]:
     first, blown, texts = None, [], set()
     for s in seen:
         found = _try(pattern, s, tol)
-        if found is None and pattern is not _non_finite and _try(_non_finite, s, tol) is not None:
+        if found is None and pattern not in (_non_finite, _nearly) and _try(_non_finite, s, tol) is not None:
             blown.append(s.index + 1)
             continue
         if found is None or (first is not None and found[0] != first[0]):
