@@ -208,7 +208,7 @@ def _case(rel: torch.Tensor, bidirectional: bool, num_buckets: int, max_distance
     if present:
         what = "except" if rel.dim() == 1 else "entries at"
         done = "" if rel.dim() == 1 else " moved one step out"
-        note += f" ({what} +-{', +-'.join(map(str, present))}{done}: float32 and float64 round apart there)"
+        note += f" ({what} +-{', +-'.join(map(str, present))}{done}: float32 and float64 may floor apart there)"
     return Case((_off_boundaries(rel, bidirectional, num_buckets, max_distance), bidirectional, num_buckets,
                  max_distance), {}, group, note)
 
