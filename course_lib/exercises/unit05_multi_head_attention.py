@@ -399,6 +399,35 @@ class MHAMergedFeatureMajor(MultiHeadAttention):
         return self.W_O(z.permute(0, 2, 3, 1).reshape(B, T, D))  # features ordered (Dh, H)
 
 
+class MHASplitReshapeOnly(MultiHeadAttention):
+    def forward(self, x, mask=None):
+        B, T, D = x.shape
+        q, k, v = (t.reshape(B, self.n_heads, T, self.d_head) for t in _qkv(self, x))  # split: no transpose
+        return self.W_O(A.merge_heads(A.scaled_dot_product_attention(q, k, v, mask=mask)))  # merge: right
+
+
+class MHAMergeReshapeOnly(MultiHeadAttention):
+    def forward(self, x, mask=None):
+        B, T, D = x.shape
+        q, k, v = (A.split_heads(t, self.n_heads) for t in _qkv(self, x))  # split: right
+        return self.W_O(A.scaled_dot_product_attention(q, k, v, mask=mask).reshape(B, T, D))  # no transpose back
+
+
+class MHASoftmaxOverQueries(MultiHeadAttention):
+    def forward(self, x, mask=None):
+        q, k, v = (A.split_heads(t, self.n_heads) for t in _qkv(self, x))
+        scores = _scores(q, k, math.sqrt(self.d_head))
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        weights = torch.nan_to_num(torch.softmax(scores, dim=-2), nan=0.0)  # columns sum to 1, not rows
+        return self.W_O(A.merge_heads(weights @ v))
+
+
+class MHAWithResidual(MultiHeadAttention):
+    def forward(self, x, mask=None):
+        return x + super().forward(x, mask)  # the block adds the residual, not the attention module
+
+
 # correct, written differently
 class MHAHeadLoop(nn.Module):
     """One head at a time, with slices of the big matrices, then concatenated."""
@@ -482,6 +511,24 @@ MHA = _ModuleExercise(
                      "tokens and heads: each 'head' attends over rows that are not tokens. Split with "
                      "view(B, T, H, Dh).transpose(1, 2) and merge with transpose(1, 2).reshape(B, T, D).",
                      MHAReshapeOnly),
+        KnownMistake("split by reshape without transpose",
+                     "You split q, k, v (B, T, D) straight into (B, H, T, Dh) with one reshape: that cuts the "
+                     "rows of the (T, D) table into H blocks, so a 'head' holds pieces of several tokens. Split "
+                     "with view(B, T, H, Dh).transpose(1, 2) (your merge is right).",
+                     MHASplitReshapeOnly),
+        KnownMistake("merge by reshape without transpose",
+                     "You merge the heads (B, H, T, Dh) straight into (B, T, D) with one reshape: the rows of "
+                     "the result are then pieces of different heads, not tokens. Move the head axis next to the "
+                     "features first: z.transpose(1, 2).reshape(B, T, D) (your split is right).",
+                     MHAMergeReshapeOnly),
+        KnownMistake("softmax over the query axis",
+                     "Your softmax runs over dim=-2, the queries: each key's column sums to 1 instead of each "
+                     "query's row. Every query must get weights that sum to 1 over the keys: softmax(dim=-1).",
+                     MHASoftmaxOverQueries),
+        KnownMistake("residual added inside the attention",
+                     "Your output is x + attention(x): the residual connection belongs to the transformer block "
+                     "(unit 07), not to the attention module. Return W_O(merged heads) only.",
+                     MHAWithResidual),
         KnownMistake("output projection W_O missing",
                      "You return the concatenated heads without the output projection. Finish with "
                      "self.W_O(concat): it mixes the heads and maps back into the residual stream.",
