@@ -103,9 +103,10 @@ class CheckResult:
         others = self._other_failures()
         if others:
             lines.append("  Other failing cases:")
-            lines += [f"  - {d}" for d in others[:MAX_OTHER_CASES]]
-            if len(others) > MAX_OTHER_CASES:
-                lines.append(f"  - ... and {len(others) - MAX_OTHER_CASES} more")
+            shown = others if len(others) <= MAX_OTHER_CASES + 1 else others[:MAX_OTHER_CASES]  # never "1 more"
+            lines += [f"  - {d}" for d in shown]
+            if len(others) > len(shown):
+                lines.append(f"  - ... and {len(others) - len(shown)} more")
         if r.traceback and r.status in (ERROR, FAILED, PARTIAL):
             lines.append("  Traceback (your code):")
             lines += ["    " + ln for ln in r.traceback.rstrip().splitlines()[-8:]]
