@@ -541,3 +541,14 @@ def test_rounding_slack_never_names_a_mistake_close_to_the_right_answer():
     r = run_local(near, lambda x, scale=2.0: x * scale * (1 + 5e-4))
     assert r.status != PASSED and r.mistake != "tiny offset", (r.mistake, r.message)
     assert run_local(near, lambda x, scale=2.0: x * scale + 1e-4).mistake == "tiny offset"
+
+
+@BOTH_PATHS
+def test_a_known_mistake_with_nan_of_its_own_is_named_and_the_nan_said(path):
+    # "plus one" wherever the output is finite, nan elsewhere (a second bug): the mistake is named, the nan said
+    r = grade(DOUBLE, lambda x, scale=2.0: torch.where(x > 0.8, torch.full_like(x, float("nan")), x * scale + 1), path)
+    assert r.mistake == "plus one" and not r.diagnosed, (r.mistake, r.message)
+    assert "Besides, your output has nan or inf" in r.mistake_message
+    # nan everywhere is still no evidence for any mistake
+    r = grade(DOUBLE, lambda x, scale=2.0: torch.full_like(x, float("nan")), path)
+    assert r.mistake != "plus one"

@@ -913,14 +913,15 @@ def _has_finite(value: Any) -> bool:
     return True
 
 
-def _agree(ex: "Exercise", ref: Any, mis: Any, got: Any, slack: float = 1.0) -> tuple:
+def _agree(ex: "Exercise", ref: Any, mis: Any, got: Any, slack: float = 1.0, blown: bool = False) -> tuple:
     """``(consistent, evidence)`` for one case.
 
     *consistent*: ``got`` equals the mistake's output ``mis`` wherever ``mis`` is finite (same type, shape
     and dtype too), within ``slack`` times the exercise's tolerances. *evidence*: at some position where
     ``mis`` is finite and differs from the reference output ``ref`` (by more than twice that band when
     ``slack > 1``, so that a mistake close to the right answer still needs an exact match), ``got``
-    equals ``mis``. Non-finite values of the mistake (nan, inf) are no evidence.
+    equals ``mis``. Non-finite values of the mistake (nan, inf) are no evidence. With ``blown``, positions
+    where ``got`` is nan or inf are left out too (the caller says so to the learner).
     """
     atol, rtol = ex.atol * slack, ex.rtol * slack
     apart = 1.0 if slack == 1.0 else 2.0  # how far from the reference the mistake must be, in bands
@@ -933,7 +934,7 @@ def _agree(ex: "Exercise", ref: Any, mis: Any, got: Any, slack: float = 1.0) -> 
         if mis.is_floating_point() or mis.is_complex():
             wide = torch.complex128 if (mis.is_complex() or got.is_complex()) else torch.float64
             m, g = mis.detach().to(wide), got.detach().to(wide)
-            finite = torch.isfinite(m)
+            finite = torch.isfinite(m) & (torch.isfinite(g) if blown else True)
             close = (g - m).abs() <= atol + rtol * m.abs()
             if not bool(close[finite].all()):
                 return False, False
@@ -954,7 +955,7 @@ def _agree(ex: "Exercise", ref: Any, mis: Any, got: Any, slack: float = 1.0) -> 
         refs = ref if isinstance(ref, (tuple, list)) and len(ref) == len(mis) else [_MISSING_INPUT] * len(mis)
         evidence = False
         for r, m, g in zip(refs, mis, got):
-            c, e = _agree(ex, r, m, g, slack)
+            c, e = _agree(ex, r, m, g, slack, blown)
             if not c:
                 return False, False
             evidence = evidence or e
@@ -965,7 +966,7 @@ def _agree(ex: "Exercise", ref: Any, mis: Any, got: Any, slack: float = 1.0) -> 
         evidence = False
         for k in mis:
             r = ref.get(k, _MISSING_INPUT) if isinstance(ref, dict) else _MISSING_INPUT
-            c, e = _agree(ex, r, mis[k], got[k], slack)
+            c, e = _agree(ex, r, mis[k], got[k], slack, blown)
             if not c:
                 return False, False
             evidence = evidence or e
@@ -988,10 +989,31 @@ def match_mistake(ex: "Exercise", case_calls: list, expected: dict) -> Optional[
         found = _match_mistake(ex, case_calls, expected, slack)
         if found is not None:
             return found
+    if any(oc.kind == "value" and not _all_finite(oc.value) for _, oc in case_calls):
+        # nan/inf of its own on top of a known mistake (an inverted mask and no fix for the rows it blocks
+        # entirely): the mistake is named where the output is finite, and the nan is said
+        found = _match_mistake(ex, case_calls, expected, MISTAKE_SLACK, blown=True)
+        if found is not None:
+            return KnownMistake(found.name, found.message + " Besides, your output has nan or inf where this "
+                                "mistake gives finite numbers: look for a division by zero (such as a row whose entries are all "
+                                "masked) or an overflow.", found.fn)
     return None
 
 
-def _match_mistake(ex: "Exercise", case_calls: list, expected: dict, slack: float) -> Optional[KnownMistake]:
+def _all_finite(value: Any) -> bool:
+    if isinstance(value, torch.Tensor):
+        return not (value.is_floating_point() or value.is_complex()) or bool(torch.isfinite(value).all())
+    if isinstance(value, (tuple, list)):
+        return all(_all_finite(v) for v in value)
+    if isinstance(value, dict):
+        return all(_all_finite(v) for v in value.values())
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return True
+
+
+def _match_mistake(ex: "Exercise", case_calls: list, expected: dict, slack: float,
+                   blown: bool = False) -> Optional[KnownMistake]:
     for mistake in ex.mistakes:
         consistent, evidence = True, False
         for call, oc in case_calls:
@@ -1005,7 +1027,7 @@ def _match_mistake(ex: "Exercise", case_calls: list, expected: dict, slack: floa
                     consistent = False
                     break
                 continue
-            c, e = _agree(ex, expected[call.case_index], wrong, oc.value, slack)
+            c, e = _agree(ex, expected[call.case_index], wrong, oc.value, slack, blown)
             if not c:
                 consistent = False
                 break
