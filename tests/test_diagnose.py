@@ -214,6 +214,22 @@ def test_id_wrong_answers_get_the_pattern_they_show(what, fn, name, path):
     assert r.mistake == name and r.diagnosed, (r.mistake, r.mistake_message, r.message)
 
 
+def _bos_and_5_swapped(ids, bos):
+    out = shift(ids, bos)
+    return torch.where(out == bos, 5, torch.where(out == 5, bos, out))
+
+
+@PATHS
+def test_values_replaced_differently_on_each_case_are_listed_per_case(path):
+    ex = Exercise("99.diag_ids5", "99_test", "shift", 2, "ids", shift,
+                  lambda gen, hidden: [Case((torch.tensor([[5, 7, 9, 11]]), 1)), Case((torch.tensor([[8, 7, 9, 11]]), 1),
+                                                                                      group="b")],
+                  forbid_reference=False)
+    r = grade(ex, _bos_and_5_swapped, path)
+    assert r.mistake == "values replaced by others", (r.mistake, r.mistake_message)
+    assert "1 and 5 swapped (case 1)" in r.mistake_message and "1 -> 5 (case 2)" in r.mistake_message
+
+
 def test_one_too_long_says_which_part_is_right():
     r = run_local(IDS, lambda ids, bos: torch.cat([torch.full_like(ids[..., :1], bos), ids], dim=-1))
     assert "your first" in r.mistake_message and "are exactly the expected ones" in r.mistake_message
@@ -445,6 +461,6 @@ def test_a_scale_factor_names_the_size_it_equals():
 def test_every_pattern_is_tested_here():
     rows = (SOFTMAX_ROWS, MASK_ROWS, IDS_ROWS, NUMBER_ROWS, LINEAR_ROWS, EXTRA_ROWS, ERROR_ROWS)
     tested = {row[-1] for table in rows for row in table}
-    tested |= {"nan or inf in the output", "tuple items in the wrong order", "wrong type"}
+    tested |= {"nan or inf in the output", "tuple items in the wrong order", "wrong type", "values replaced by others"}
     assert tested <= D.NAMES, sorted(tested - D.NAMES)
     assert not D.NAMES - tested, f"patterns without a test row: {sorted(D.NAMES - tested)}"

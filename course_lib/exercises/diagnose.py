@@ -308,8 +308,9 @@ def _int_offset(s: _Seen, tol: _Tol) -> Optional[tuple]:
             f"{': an off-by-one' if abs(c) == 1 else ''}")
 
 
-def _substituted(s: _Seen, tol: _Tol) -> Optional[tuple]:
-    """Integer outputs that differ only where the expected output holds one value (or a few)."""
+def _replacements(s: _Seen) -> Optional[dict]:
+    """``{expected value: your value}`` when an integer output differs only where the expected output holds
+    one or two values, each position holding such a value replaced the same way; else ``None``."""
     w, g = s.want, s.got
     if not (type(w) is torch.Tensor and type(g) is torch.Tensor and tuple(w.shape) == tuple(g.shape)
             and not w.is_floating_point() and w.dtype != torch.bool and not g.is_floating_point()):
@@ -323,14 +324,41 @@ def _substituted(s: _Seen, tol: _Tol) -> Optional[tuple]:
     if len(pairs) > 2 or any(len(v) != 1 for v in pairs.values()):
         return None
     # every position holding such a value must be wrong in the same way, or the rule is not "a value for another"
-    for e, xs in pairs.items():
+    for e in pairs:
         if bool((w.long() == e).logical_and(~bad).any()):
             return None
-    parts = [f"where the expected output is {e}, yours is {next(iter(xs))}" for e, xs in sorted(pairs.items())]
-    n = int(bad.sum())
-    return ("a value replaced by another",
-            f"your output differs only there: {'; '.join(parts)} ({n} of {w.numel()} positions); check that "
-            f"value (an id, a fill value or a label)")
+    return {e: next(iter(xs)) for e, xs in sorted(pairs.items())}
+
+
+def _describe_replacements(mapping: dict) -> str:
+    (a, b), *rest = mapping.items()
+    if rest and rest[0] == (b, a):
+        return f"{a} and {b} swapped"
+    return ", ".join(f"{e} -> {x}" for e, x in mapping.items())
+
+
+def _substituted(seen: list, tol: _Tol) -> Optional[tuple]:
+    """Integer outputs that differ only where the expected output holds one value (or two), on every failing
+    case, each such value always replaced the same way (the replacements may differ between cases)."""
+    maps = [_replacements(s) for s in seen]
+    if not maps or any(m is None for m in maps):
+        return None
+    groups: dict = {}
+    for s, m in zip(seen, maps):
+        groups.setdefault(_describe_replacements(m), []).append(s.index + 1)
+    if len(groups) == 1 and len(maps[0]) == 1:
+        (e, x), = maps[0].items()
+        n = int((seen[0].want.long() == e).sum())
+        return ("a value replaced by another",
+                f"your output differs from the expected one only where the expected output is {e}: there yours is "
+                f"{x} ({n} positions on case {seen[0].index + 1}"
+                f"{'' if len(seen) == 1 else f', and the same on each of the {len(seen)} failing cases'}); check "
+                f"that value (an id, a fill value or a label)")
+    listed = "; ".join(f"{desc} ({_plural_cases(cases)})" for desc, cases in groups.items())
+    return ("values replaced by others",
+            f"your output differs from the expected one only at positions holding certain values, each replaced "
+            f"the same way wherever it appears (expected -> yours): {listed}; check those values (ids, fill values "
+            f"or labels)")
 
 
 def _scaled(s: _Seen, tol: _Tol) -> Optional[tuple]:
@@ -709,6 +737,7 @@ NAMES = frozenset({
     "nan or inf in the output", "mask inverted", "returns an input unchanged", "the same value everywhere",
     "axes in the wrong order", "an extra size-1 axis", "a missing size-1 axis", "right values, wrong shape",
     "one too many along an axis", "one too few along an axis", "off by a constant", "a value replaced by another",
+    "values replaced by others",
     "the negative", "scaled by a constant", "scaled by a size of the input", "off by the same vector everywhere",
     "normalised over the wrong axis", "not normalised", "an elementwise function too many", "scaled per slice",
     "the same along an axis", "does not sum to 1", "reversed along an axis", "right values, wrong order",
@@ -719,13 +748,13 @@ NAMES = frozenset({
 
 #: Patterns of one tensor, in the order they are tried (specific before general).
 TENSOR_PATTERNS: tuple = (_non_finite, _inverted, _returns_input, _constant_output, _permuted_axes, _reshaped,
-                          _one_off_length, _int_offset, _substituted, _scaled, _shifted, _normalisation,
+                          _one_off_length, _int_offset, _scaled, _shifted, _normalisation,
                           _elementwise, _scaled_along, _constant_along, _not_summing_to_one, _reordered, _region, _one_index,
                           _nearly)
 #: Patterns of whole outputs (tuples), tried first.
 OUTPUT_PATTERNS: tuple = (_swapped_items,)
 #: Patterns that need several cases at once (numbers, where one case proves little).
-NUMBER_PATTERNS: tuple = (_numbers_off, _scaled_number)
+NUMBER_PATTERNS: tuple = (_numbers_off, _scaled_number, _substituted)
 
 
 def _part(value: Any, where: str) -> Any:
