@@ -10,8 +10,9 @@ hashing the call's GeneratorSeed and position, and ``manual_seed``. This script 
    it is and with it replaced by a no-op (the ratio is what a check or a grading run pays for it);
 3. one whole inline check (``run_local`` of the reference on the public cases), both ways.
 
-Each figure is the median of several repeats after a warm-up. Run:  python bench/rng_seeding.py
-(about half a minute on 2 cores).
+Each figure is the median of several repeats after a warm-up; with and without the seeding are measured
+alternately, so that the machine's load hits both alike. Run:  python bench/rng_seeding.py
+(about a minute on 2 cores).
 """
 
 from __future__ import annotations
@@ -45,6 +46,22 @@ def _median_seconds(fn, repeats: int = 7, number: int = 1) -> float:
     return statistics.median(times)
 
 
+def _paired(fn, repeats: int) -> tuple:
+    """Median seconds of ``fn`` with the seeding and with it replaced by a no-op, measured alternately (one
+    of each per repeat), so that a change of the machine's load hits both alike."""
+    fn()
+    seeded, plain = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        seeded.append(time.perf_counter() - start)
+        with mock.patch.object(rng, "seeded_global_rng", _no_seeding):
+            start = time.perf_counter()
+            fn()
+            plain.append(time.perf_counter() - start)
+    return statistics.median(seeded), statistics.median(plain)
+
+
 @contextlib.contextmanager
 def _no_seeding(seed):
     yield
@@ -73,7 +90,7 @@ def bare() -> None:
 
 def per_exercise() -> None:
     load_all()
-    print("\nExercise.invoke of the reference, every public case once (median of 7)")
+    print("\nExercise.invoke of the reference, every public case once (median of 31, alternating)")
     print(f"  {'exercise':<24}{'calls':>6}{'seeded ms':>11}{'no-op ms':>10}{'ratio':>8}{'us/call':>9}")
     for ex_id in EXERCISES:
         ex = get(ex_id)
@@ -84,15 +101,13 @@ def per_exercise() -> None:
             for call in calls:
                 ex.invoke(ex.reference, call)
 
-        with_seed = _median_seconds(run)
-        with mock.patch.object(rng, "seeded_global_rng", _no_seeding):
-            without = _median_seconds(run)
+        with_seed, without = _paired(run, 31)
         print(f"  {ex_id:<24}{len(calls):>6}{1e3 * with_seed:>11.2f}{1e3 * without:>10.2f}"
               f"{with_seed / without:>8.3f}{1e6 * (with_seed - without) / len(calls):>9.1f}")
 
 
 def whole_check() -> None:
-    print("\nrun_local of the reference on the public cases (a whole inline check, median of 5)")
+    print("\nrun_local of the reference on the public cases (a whole inline check, median of 11, alternating)")
     for ex_id in ("02.sample_next_token", "09.TextGenerator"):
         ex = get(ex_id)
 
@@ -100,9 +115,7 @@ def whole_check() -> None:
             ex._cache.clear()
             core.run_local(ex, ex.reference, allow_reference=True)
 
-        with_seed = _median_seconds(run, repeats=5)
-        with mock.patch.object(rng, "seeded_global_rng", _no_seeding):
-            without = _median_seconds(run, repeats=5)
+        with_seed, without = _paired(run, 11)
         print(f"  {ex_id:<24} seeded {1e3 * with_seed:7.1f} ms, no-op {1e3 * without:7.1f} ms, "
               f"ratio {with_seed / without:.3f}")
 
