@@ -449,3 +449,58 @@ def test_draws_from_numpy_or_random_get_no_name_and_a_true_property_message(fn):
         assert report.status == "failed" and report.mistake is None, report.mistake
         assert "same seed, same tokens" in report.failed_properties
         assert "numpy or Python's random module" in report.message
+
+
+# ---------------------------------------------------------------------------------------------------
+# The real grader: a learner's notebook, graded in the sandboxed worker process
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_the_sandboxed_grader_names_a_forgotten_generator(tmp_path):
+    """The by-value path above runs the worker's code in this process; here the real worker (its own
+    process, sandboxed when bubblewrap is usable) grades a notebook whose sampler forgets the generator."""
+    import json
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    nb = json.loads((root / "solutions" / "02_softmax_sampling.ipynb").read_text(encoding="utf-8"))
+    for folder, edit in (("forgot", lambda s: re.sub(r",\s*generator=generator", "", s)), ("right", lambda s: s)):
+        cells = json.loads(json.dumps(nb))
+        hits = 0
+        for c in cells["cells"]:
+            src = "".join(c["source"])
+            if c["cell_type"] == "code" and src.startswith("# EXERCISE: 02.sample_next_token"):
+                c["source"], hits = edit(src), hits + 1
+                assert (c["source"] != src) == (folder == "forgot") and "torch.rand(" in src
+        assert hits == 1
+        (tmp_path / "subs" / folder).mkdir(parents=True)
+        (tmp_path / "subs" / folder / "02_softmax_sampling.ipynb").write_text(json.dumps(cells), encoding="utf-8")
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-m", "course_lib", "grade", str(tmp_path / "subs"), "--out", str(out),
+                        "--jobs", "1", "--units", "02", "--quiet"], cwd=root, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+
+    def sampler(student):
+        found = []
+
+        def walk(x):
+            if isinstance(x, dict):
+                if x.get("exercise") == "02.sample_next_token" and "status" in x:
+                    found.append(x)
+                for v in x.values():
+                    walk(v)
+            elif isinstance(x, list):
+                for v in x:
+                    walk(v)
+
+        walk(json.loads((out / "results" / f"{student}.json").read_text(encoding="utf-8")))
+        assert found
+        return found[0]
+
+    forgot, right = sampler("forgot"), sampler("right")
+    assert (forgot["status"], forgot["points"], forgot["mistake"]) == ("failed", 0.0, "ignores the generator")
+    assert (right["status"], right["points"], right["mistake"]) == ("passed", 3.0, None)

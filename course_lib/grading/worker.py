@@ -22,8 +22,9 @@ Before any learner code runs, the worker confines itself (resource limits, paren
 network namespace and an unprivileged user when asked to and able to), redirects file descriptors 0-2
 (the protocol moves to private descriptors; ``input()`` reads an empty stdin; printed output goes to a
 capped sink), and captures what it relies on later: the targets of forbidden calls, ``sys.setprofile``,
-the encoder's torch functions, and snapshots of ``builtins``, ``torch.Tensor`` and ``json`` that are
-put back while an output is encoded. It then removes ``course_lib.grading`` from ``sys.modules``, so a
+the encoder's torch functions, the per-call seeding of PyTorch's global generator (``exercises.rng``,
+the same as the inline check's, so a learner who forgets ``generator=`` draws known numbers), and
+snapshots of ``builtins``, ``torch.Tensor`` and ``json`` that are put back while an output is encoded. It then removes ``course_lib.grading`` from ``sys.modules``, so a
 learner cell that imports and patches it patches a fresh copy. Comparison and scoring happen in the
 grader, so a learner who patches ``torch.allclose``, ``torch.testing`` or the check functions changes
 nothing; forbidden-call detection is in-process and therefore best-effort against deliberate
