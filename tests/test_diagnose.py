@@ -310,6 +310,41 @@ def test_a_tuple_for_one_tensor_says_which_item_to_return(path):
     assert "torch.stack" not in r.message
 
 
+# -- a sum of inputs --------------------------------------------------------------------------------
+
+
+def add_positions(x, pe):
+    """x (B, T, D) + pe[:T] (pe is (max_len, D))"""
+    return x + pe[: x.shape[1]]
+
+
+RESID = Exercise("99.diag_resid", "99_test", "add_positions", 2, "sum", add_positions,
+                 lambda gen, hidden: [Case((randn(gen, 2, 4, 6), randn(gen, 10, 6))),
+                                      Case((randn(gen, 3, 5, 8), randn(gen, 16, 8)), group="b")],
+                 forbid_reference=False)
+
+RESID_ROWS = [
+    ("positions alone", lambda x, pe: pe[: x.shape[1]].expand_as(x).clone(), "an input left out"),
+    ("positions twice", lambda x, pe: x + 2 * pe[: x.shape[1]], "an input added once too often"),
+    ("x twice", lambda x, pe: 2 * x + pe[: x.shape[1]], "an input added once too often"),
+    ("nothing kept", lambda x, pe: x[:, :0], "an empty output"),
+]
+
+
+@PATHS
+@pytest.mark.parametrize("what,fn,name", RESID_ROWS, ids=[r[0] for r in RESID_ROWS])
+def test_sum_wrong_answers_get_the_pattern_they_show(what, fn, name, path):
+    r = grade(RESID, fn, path)
+    assert r.mistake == name and r.diagnosed, (r.mistake, r.mistake_message, r.message)
+
+
+def test_an_input_left_out_says_which_and_how_it_was_fitted():
+    r = run_local(RESID, lambda x, pe: x)  # returns x: "returns an input unchanged" comes first
+    assert r.mistake == "returns an input unchanged"
+    r = run_local(RESID, lambda x, pe: x + 2 * pe[: x.shape[1]])
+    assert "plus `pe` (its first 4 rows) broadcast over the batch" in r.mistake_message, r.mistake_message
+
+
 # -- the other patterns ----------------------------------------------------------------------------
 
 
@@ -383,6 +418,9 @@ def _if_positive(x, W):
 
 ERROR_ROWS = [
     (SOFTMAX, "max without .values", lambda x: (x - x.max(-1, keepdim=True)).exp(), "a (values, indices) pair used as a tensor"),
+    (SOFTMAX, "topk past the axis", lambda x: x.topk(x.shape[-1] + 2, dim=-1).values, "top-k of more than the axis holds"),
+    (LINEAR, "a course function refuses", lambda x, W: __import__("course_lib.attention").attention.split_heads(x @ W, 3),
+     "an input the course's function refuses"),
     (LINEAR, "torch.dot on a batch", lambda x, W: torch.dot(x, W), "a 1-D-only function on a batch"),
     (LINEAR, "operands swapped", lambda x, W: W @ x, "a matrix product of shapes that do not fit"),
     (SOFTMAX, "a vector one too long", lambda x: x.exp() / torch.ones(x.shape[-1] + 1), "shapes that do not broadcast"),
@@ -459,7 +497,7 @@ def test_a_scale_factor_names_the_size_it_equals():
 
 
 def test_every_pattern_is_tested_here():
-    rows = (SOFTMAX_ROWS, MASK_ROWS, IDS_ROWS, NUMBER_ROWS, LINEAR_ROWS, EXTRA_ROWS, ERROR_ROWS)
+    rows = (SOFTMAX_ROWS, MASK_ROWS, IDS_ROWS, NUMBER_ROWS, LINEAR_ROWS, EXTRA_ROWS, ERROR_ROWS, RESID_ROWS)
     tested = {row[-1] for table in rows for row in table}
     tested |= {"nan or inf in the output", "tuple items in the wrong order", "wrong type", "values replaced by others"}
     assert tested <= D.NAMES, sorted(tested - D.NAMES)

@@ -230,6 +230,66 @@ def _one_off_length(s: _Seen, tol: _Tol) -> Optional[tuple]:
             f"{tuple(g.shape)} instead of {tuple(w.shape)}){head}: an off-by-one in a range, slice or count")
 
 
+def _empty(s: _Seen, tol: _Tol) -> Optional[tuple]:
+    w, g = s.want, s.got
+    if not (type(w) is torch.Tensor and type(g) is torch.Tensor and g.numel() == 0 and w.numel() > 0):
+        return None
+    return ("an empty output",
+            f"your output is empty (shape {tuple(g.shape)}, expected {tuple(w.shape)}): a slice or a filter keeps "
+            f"nothing; check which axis you slice (the batch axis comes first)")
+
+
+def _inputs(case: Case, names: tuple) -> list:
+    """``(label, tensor)`` of the case's floating tensor inputs (``forward``'s for a module)."""
+    args = case.args
+    if len(args) == 1 and isinstance(args[0], ModuleInputs):
+        args = args[0].args
+        names = ()
+    out = [(f"`{names[i]}`" if i < len(names) else f"argument {i + 1}", a) for i, a in enumerate(args)]
+    out += [(f"`{k}`", v) for k, v in case.kwargs.items()]
+    return [(label, a) for label, a in out if type(a) is torch.Tensor and a.is_floating_point() and a.numel() > 1]
+
+
+def _fitted(a: torch.Tensor, shape: tuple) -> Optional[tuple]:
+    """``a`` (or its first rows) broadcast to ``shape``, with how: ``(tensor, " (its first 4 rows)")``."""
+    a = a.detach().double()
+    if a.dim() > len(shape):
+        return None
+    tail = shape[len(shape) - a.dim():]
+    how = ""
+    if a.dim() >= 1 and a.shape[0] > tail[0] and tuple(a.shape[1:]) == tuple(tail[1:]):
+        a, how = a[: tail[0]], f" (its first {tail[0]} rows)"
+    try:
+        return a.expand(*shape), how + (" broadcast over the batch" if a.dim() < len(shape) else "")
+    except RuntimeError:
+        return None
+
+
+def _input_term(s: _Seen, tol: _Tol) -> Optional[tuple]:
+    """The expected output plus or minus one of the inputs: a term left out, or added once too often."""
+    p = _float_pair(s)
+    if p is None:
+        return None
+    w, g = p
+    if not (bool(torch.isfinite(w).all()) and bool(torch.isfinite(g).all())):
+        return None
+    d = g - w
+    for label, a in _inputs(s.case, s.names):
+        fit = _fitted(a, tuple(w.shape))
+        if fit is None:
+            continue
+        c, how = fit
+        if float(c.abs().max()) <= 10 * tol.atol:
+            continue
+        for sign, text in ((-1.0, "minus"), (1.0, "plus")):
+            if bool(tol.close(d, sign * c).all()):
+                what = ("a term is left out (an addition such as a residual `x + ...` or the positions)"
+                        if sign < 0 else "this input is added once too often (or added where the task does not add it)")
+                return (f"an input {'left out' if sign < 0 else 'added once too often'}",
+                        f"your output is the expected one {text} {label}{how}: {what}")
+    return None
+
+
 def _inverted(s: _Seen, tol: _Tol) -> Optional[tuple]:
     w, g = s.want, s.got
     if not (type(w) is torch.Tensor and type(g) is torch.Tensor and w.dtype == torch.bool
@@ -677,6 +737,9 @@ ERROR_PATTERNS: tuple = (
                                        r"index_select\(\): Index is supposed|inconsistent tensor size",
      "this function (`torch.dot`, `index_select`, ...) takes 1-D tensors only, and the batched cases give it "
      "more axes: use an operation that works on any number of axes (`(a * b).sum(-1)`, `@`, `W[ids]`)"),
+    ("top-k of more than the axis holds", r"selected index k out of range",
+     "`torch.topk(x, k)` needs `k` at most the size of the axis: a `k` larger than the vocabulary keeps every "
+     "token, so use `min(k, x.shape[-1])`"),
     ("a matrix product of shapes that do not fit",
      r"shapes cannot be multiplied|size mismatch|Expected size for first two dimensions of batch2|"
      r"both arguments to matmul need to be at least 1D",
@@ -710,6 +773,10 @@ ERROR_PATTERNS: tuple = (
     ("a tensor used as a True/False", r"Boolean value of Tensor with more than one",
      "`if`, `and`, `or` and `not` need one True/False, but got a tensor of many values: use `&`, `|`, `~` "
      "and `torch.where` for elementwise logic"),
+    ("an input the course's function refuses",
+     r"^ValueError: .*(mask must be|mask has shape|must have shape \(B|must hold integer|must lie in|"
+     r"is not divisible by n_heads|but block_size is|tokens but the model's|must be a LongTensor)",
+     "a course_lib function your code calls refused what it was given, and its message says what it expects"),
     ("a numpy value in torch code", r"can't convert np\.ndarray|expected Tensor as element|must be Tensor, not "
                                     r"numpy|not supported for the input types.*numpy",
      "numpy and torch are mixed: compute with torch, or convert with `torch.from_numpy`"),
@@ -743,12 +810,12 @@ NAMES = frozenset({
     "the same along an axis", "does not sum to 1", "reversed along an axis", "right values, wrong order",
     "wrong only on the diagonal", "wrong only above the diagonal", "wrong only below the diagonal",
     "wrong only at the first position", "wrong only at the last position", "nearly right",
-    "changes an input in place",
+    "changes an input in place", "an empty output", "an input left out", "an input added once too often",
 }) | frozenset(name for name, _, _ in ERROR_PATTERNS)
 
 #: Patterns of one tensor, in the order they are tried (specific before general).
-TENSOR_PATTERNS: tuple = (_non_finite, _inverted, _returns_input, _constant_output, _permuted_axes, _reshaped,
-                          _one_off_length, _int_offset, _scaled, _shifted, _normalisation,
+TENSOR_PATTERNS: tuple = (_non_finite, _empty, _inverted, _returns_input, _constant_output, _permuted_axes, _reshaped,
+                          _one_off_length, _int_offset, _scaled, _input_term, _shifted, _normalisation,
                           _elementwise, _scaled_along, _constant_along, _not_summing_to_one, _reordered, _region, _one_index,
                           _nearly)
 #: Patterns of whole outputs (tuples), tried first.
