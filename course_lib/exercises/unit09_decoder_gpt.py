@@ -298,6 +298,9 @@ def _sampling_cases(gen, hidden):
     one = torch.randn(V, generator=gen) * 2.0  # (V,)
     cases.append(Case((one,), dict(temperature=0.9, top_k=4, generator=GeneratorSeed(_seed(gen))), "combined",
                       "a single row of logits (V,): return a 0-d tensor"))
+    # k >= V keeps every token (torch.topk itself refuses k > V); drawn last so that the cases above stay as they were
+    cases.append(Case((logits(),), dict(temperature=1.1, top_k=V + 3, generator=GeneratorSeed(_seed(gen))), "top-k",
+                      f"{B} rows, top_k={V + 3} > V={V}: every token is kept"))
     return cases
 
 
