@@ -269,6 +269,15 @@ def test_a_sum_for_a_mean_names_the_input_size():
     assert "times n, n being axis 0 of `x`" in r.mistake_message, r.mistake_message
 
 
+def test_one_wrong_id_in_a_0d_output_shows_no_pattern():
+    # a sampler that is wrong only on its single-row (0-d) case: one id for another is no pattern
+    pick = Exercise("99.diag_pick", "99_test", "pick", 1, "pick", lambda x: x.argmax(-1),
+                    lambda gen, hidden: [Case((randn(gen, 4, 6),)), Case((randn(gen, 6),), group="row")],
+                    forbid_reference=False)
+    r = run_local(pick, lambda x: x.argmax(-1) if x.dim() == 2 else (x.argmax(-1) + 1) % 6)
+    assert r.status == "partial" and r.mistake is None, (r.mistake, r.mistake_message)
+
+
 def test_one_number_off_is_no_evidence_of_a_constant_shift():
     # any two numbers differ by a constant and have a ratio: one case shows no pattern
     one = Exercise("99.diag_one_number", "99_test", "mean_square", 1, "number", mean_square,

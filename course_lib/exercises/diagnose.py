@@ -356,9 +356,9 @@ def _one_index(s: _Seen, tol: _Tol) -> Optional[tuple]:
 def _int_offset(s: _Seen, tol: _Tol) -> Optional[tuple]:
     w, g = s.want, s.got
     if not (type(w) is torch.Tensor and type(g) is torch.Tensor and tuple(w.shape) == tuple(g.shape)
-            and w.numel() > 0 and not w.is_floating_point() and w.dtype != torch.bool
+            and w.numel() >= 2 and not w.is_floating_point() and w.dtype != torch.bool
             and not g.is_floating_point() and g.dtype != torch.bool):
-        return None
+        return None  # one number differs from another by a constant: no evidence
     d = g.long() - w.long()
     c = int(d.reshape(-1)[0])
     if c == 0 or not bool((d == c).all()):
@@ -373,8 +373,9 @@ def _replacements(s: _Seen) -> Optional[dict]:
     one or two values, each position holding such a value replaced the same way; else ``None``."""
     w, g = s.want, s.got
     if not (type(w) is torch.Tensor and type(g) is torch.Tensor and tuple(w.shape) == tuple(g.shape)
-            and not w.is_floating_point() and w.dtype != torch.bool and not g.is_floating_point()):
-        return None
+            and w.numel() >= 2 and not w.is_floating_point() and w.dtype != torch.bool
+            and not g.is_floating_point()):
+        return None  # one number replaced by another is no pattern
     bad = g.long() != w.long()
     if not bool(bad.any()):
         return None
@@ -719,7 +720,7 @@ def _numbers_off(seen: list, tol: _Tol) -> Optional[tuple]:
         if not (isinstance(s.want, int) and isinstance(s.got, int)) or isinstance(s.want, bool):
             return None
         ds.append(s.got - s.want)
-    if len(set(ds)) == 1 and ds[0] != 0 and (len(ds) >= 2 or abs(ds[0]) == 1):
+    if len(set(ds)) == 1 and ds[0] != 0 and len(ds) >= 2:  # one number off proves nothing
         d = ds[0]
         return ("off by a constant", f"your result is the expected one {'+' if d > 0 else '-'} {abs(d)} on every "
                                      f"case{': an off-by-one' if abs(d) == 1 else ''}")
