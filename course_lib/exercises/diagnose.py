@@ -201,7 +201,8 @@ def _reshaped(s: _Seen, tol: _Tol) -> Optional[tuple]:
     if ws == gs and g.dim() < w.dim():
         return ("a missing size-1 axis",
                 f"your output has the right values, with shape {tuple(g.shape)} instead of {tuple(w.shape)}: "
-                f"an axis of size 1 is missing (`keepdim=True`, `unsqueeze` or `[:, None]`)")
+                f"an axis of size 1 is missing (a `.squeeze()` too many, or `keepdim=True`, `unsqueeze` or "
+                f"`[:, None]` missing)")
     return ("right values, wrong shape",
             f"your output has the right values in the right order, with shape {tuple(g.shape)} instead of "
             f"{tuple(w.shape)}: reshape it (or look at a `view`, `flatten` or `reshape`)")
@@ -543,8 +544,11 @@ def _elementwise(s: _Seen, tol: _Tol) -> Optional[tuple]:
         return None
     for text, op, f in _ELEMENTWISE:
         fw = f(w)
-        finite = torch.isfinite(fw)  # where the function gives nan/inf (log 0), it predicts nothing
-        if int(finite.sum()) < 2 or not bool(tol.close(g, fw)[finite].all()):
+        finite = torch.isfinite(fw)
+        # where the function gives -inf/+inf (log 0), the output must be -inf/+inf too or beyond what float32
+        # can hold after an exp (|x| > 80: a log-softmax of an underflowed probability); nan only for nan
+        ok_inf = torch.where(fw == float("-inf"), g <= -80, torch.where(fw == float("inf"), g >= 80, torch.isnan(g)))
+        if int(finite.sum()) < 2 or not bool(tol.close(g, fw)[finite].all()) or not bool(ok_inf[~finite].all()):
             continue
         if not bool((~tol.close(fw, w) & finite).any()):
             continue  # the function changes nothing on these values: no evidence
@@ -747,8 +751,9 @@ ERROR_PATTERNS: tuple = (
      "a matrix product `a @ b` needs the last axis of `a` to be as long as the second-to-last of `b`: print both "
      "shapes; one side may need a transpose (`.transpose(-2, -1)`), or the operands are in the wrong order"),
     ("shapes that do not broadcast", r"must match the size of tensor b|could not be broadcast|not broadcastable",
-     "two tensors whose shapes do not broadcast are combined elementwise: print both shapes; a `keepdim=True` or "
-     "an `unsqueeze` may be missing, or the wrong axis is reduced"),
+     "two tensors whose shapes do not broadcast are combined (elementwise, in the batch axes of a matrix product, or "
+     "as indices): print both shapes; a `keepdim=True` or an `unsqueeze` may be missing, the wrong axis reduced, or "
+     "the axes reversed (`.T` on more than 2 axes reverses them all: use `.transpose(-2, -1)`)"),
     ("tensors of different sizes joined", r"stack expects each tensor to be equal size|Sizes of tensors must match "
                                           r"except in dimension",
      "`torch.stack` needs tensors of one shape and `torch.cat` the same sizes on every other axis: print the "

@@ -661,9 +661,9 @@ MHA_COUNT = Exercise(
                   Alternative("four nn.Linear layers on the meta device", count_linear_layers)],
     mistakes=[
         KnownMistake("a float instead of an int",
-                     "Your count is right but it is a float (e.g. 2362368.0): d_model / n_heads is true "
-                     "division. The task asks for an int: use d_model // n_heads, or notice that H x "
-                     "(d_model / H) is just d_model.",
+                     "Your count is right but it is a float (e.g. 2362368.0): a float crept in, from a true "
+                     "division (d_model / n_heads), `math.pow` or a float constant. The task asks for an int: use "
+                     "integer arithmetic (`//`, `**` on ints), or notice that H x (d_model / H) is just d_model.",
                      count_as_float),
         KnownMistake("bias=False ignored",
                      "You always count the four bias vectors. With bias=False the layer has none: add "
