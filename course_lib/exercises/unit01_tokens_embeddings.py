@@ -134,6 +134,8 @@ def _one_hot_cases(gen, hidden):
     cases.append(Case((_randint(gen, 10, 3, 4), 12), {}, "batched", "a (3, 4) batch of ids, vocabulary of 12"))
     if hidden:
         cases.append(Case((_randint(gen, 50, 2, 3, 5), 64), {}, "batched", "a (2, 3, 5) batch, vocabulary of 64"))
+    # axes of size 1 stay: a .squeeze() would drop them (drawn last, so the cases above are unchanged)
+    cases.append(Case((_randint(gen, 6, 1, 1), 6), {}, "batched", "a (1, 1) batch: the axes of size 1 stay"))
     return cases
 
 
@@ -255,6 +257,9 @@ def _embed_cases(gen, hidden):
     if hidden:
         cases.append(Case((_randint(gen, 12, 2, 3, 4), _randn(gen, 12, 12)), {}, "batched",
                           "a (2, 3, 4) batch, square W_E (12, 12)"))
+    # a batch of one sentence: the axis of size 1 stays (a .squeeze() drops it)
+    cases.append(Case((_randint(gen, 7, 1, 3), _randn(gen, 7, 4)), {}, "batched",
+                      "a (1, 3) batch of ids: the result is (1, 3, 4)"))
     return cases
 
 
@@ -420,6 +425,8 @@ def _cosine_cases(gen, hidden):
     for N, D in [(3, 4)] + ([(6, 10)] if hidden else []):
         cases.append(Case((_randn(gen, N, D, scale=0.1), _randn(gen, N, D, scale=0.2)), {}, "batched",
                           f"({N}, {D}): short vectors (lengths well below 1)"))
+    cases.append(Case((_randn(gen, 1, 5), _randn(gen, 1, 5)), {}, "batched",
+                      "(1, 5): one row, so the result has shape (1,) (a .squeeze() would drop it)"))
     return cases
 
 
@@ -775,6 +782,10 @@ def _nn_cases(gen, hidden):
         W_E[word] = direction * 2.0  # ... but the query word itself
         cases.append(Case((W_E[word].clone(), W_E, k), {"exclude": (word,)}, "few similar words",
                           f"{V} words, most pointing away from word {word}, k={k}"))
+    # k=1: still tensors of shape (1,) (a .squeeze() would return 0-d tensors)
+    W_E = _vocab(gen, 15, 5)
+    cases.append(Case((_randn(gen, 5), W_E, 1), {"exclude": ()}, "any vector",
+                      "k=1: one neighbour, still returned as tensors of shape (1,)"))
     return cases
 
 

@@ -119,6 +119,8 @@ def _softmax_cases(gen, hidden):
     if hidden:
         cases.append(Case((_randn(gen, 8, 50, scale=400.0),), {}, "large", "logits of size ~1000"))
         cases.append(Case((torch.tensor([[1e4, -1e4, 0.0]]),), {}, "large", "logits of +-1e4"))
+    # float64 in, float64 out (a .float() would lose it); drawn last so the cases above are unchanged
+    cases.append(Case((_randn(gen, 3, 5).double(),), {}, "basic", "a float64 batch: the result stays float64"))
     return cases
 
 
@@ -290,6 +292,12 @@ def _temperature_cases(gen, hidden):
                           f"temperature {t}: logits / T reach the hundreds"))
         cases.append(Case((_randn(gen, 3, 5, scale=1.5 * t) - 100.0 * t, t), {}, "low temperature",
                           f"temperature {t}: logits / T near -100 (exp underflows)"))
+    # rows of very different size at a low temperature: shifting by the max of the whole tensor (not each row's)
+    # leaves the small row at exp(-1200) = 0 everywhere, 0 / 0; and a single row of logits, shape (1, V)
+    rows = torch.stack([_randn(gen, 6, scale=0.5), _randn(gen, 6, scale=0.5) + 12.0])
+    cases.append(Case((rows, 0.05), {}, "low temperature", "temperature 0.05, one row near 0 and one near 12"))
+    cases.append(Case((_randn(gen, 1, 7, scale=2.0), 0.8), {}, "batched",
+                      "one row of logits (1, 7): the result is (1, 7)"))
     return cases
 
 
@@ -526,6 +534,9 @@ def _sampling_cases(gen, hidden):
         logits = _randn(gen, B, V, scale=0.5) + 1.5 * torch.eye(B, V)
         cases.append(Case((logits, 0.8, GeneratorSeed(_seed(gen))), {}, "large vocabulary",
                           f"{B} rows, vocabulary {V}, temperature 0.8"))
+    # one row (B = 1): the result is still a tensor of shape (1,) (a .squeeze() would make it 0-d)
+    cases.append(Case((_randn(gen, 1, 6), 1.0, GeneratorSeed(_seed(gen))), {}, "sampling",
+                      "a single row (1, 6): one token, shape (1,)"))
     return cases
 
 

@@ -541,7 +541,7 @@ class Translator(nn.Module):
 
 
 class _TranslatorMistake(Translator):
-    keep_bos, stop, position, last_only, mask_memory = True, True, -1, False, True
+    keep_bos, stop, position, last_only, mask_memory, pad = True, True, -1, False, True, True
 
     def forward(self, src_ids, max_len):
         c = self.model.config
@@ -555,7 +555,7 @@ class _TranslatorMistake(Translator):
                 inp = out[:, -1:] if self.last_only else out
                 logits = self.model.decode(inp, memory, src_mask if self.mask_memory else None)
                 nxt = logits[:, self.position, :].argmax(dim=-1)
-                if self.stop:
+                if self.stop and self.pad:
                     nxt = torch.where(finished, c.pad_id, nxt)
                 out = torch.cat([out, nxt[:, None]], dim=1)
                 finished |= nxt == c.eos_id
@@ -568,6 +568,10 @@ class TranslatorNoBos(_TranslatorMistake):
 
 class TranslatorNoStop(_TranslatorMistake):
     stop = False
+
+
+class TranslatorNoPad(_TranslatorMistake):
+    pad = False  # stops when every row is finished, but finished rows go on writing tokens
 
 
 class TranslatorFirstPosition(_TranslatorMistake):
@@ -645,6 +649,11 @@ TRANSLATOR = Exercise(
                      "A row that has produced <eos> is finished: its later tokens must be pad_id, and "
                      "decoding stops as soon as every row is finished.",
                      TranslatorNoStop),
+        KnownMistake("no padding after <eos>",
+                     "You stop when every row has produced <eos>, but a row that finished early goes on writing "
+                     "tokens after its <eos>. After a row's <eos> write only pad_id: "
+                     "next = torch.where(finished, pad_id, next).",
+                     TranslatorNoPad),
         KnownMistake("logits of the first position",
                      "You pick the argmax at position 0 every step. The next token is predicted at the "
                      "LAST decoder position: logits[:, -1, :].",
