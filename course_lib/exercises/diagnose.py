@@ -324,7 +324,7 @@ def _region(s: _Seen, tol: _Tol) -> Optional[tuple]:
             return (f"wrong only {where}",
                     f"your output is right everywhere except {where} of the last two axes (where the row index "
                     f"{'equals' if where == 'on the diagonal' else 'is less than' if 'above' in where else 'is greater than'}"
-                    f" the column index): {'check how the diagonal (row == column) is handled: `diagonal=`, or `<` for `<=`' if where == 'on the diagonal' else 'compare the rule for those positions with the task'}")
+                    f" the column index): {'check how the entries with row == column are computed (for a triangular mask: `diagonal=`, or `<` for `<=`)' if where == 'on the diagonal' else 'compare the rule for those positions with the task'}")
     return None
 
 

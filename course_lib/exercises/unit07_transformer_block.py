@@ -793,6 +793,8 @@ def _count_cases(gen, hidden):
                 d_mlp += 1
             V = int(torch.randint(10, 1000, (1,), generator=gen))
             cases.append(Case((L, D, H, Dh, d_mlp, V), {}, "general", f"L={L}, D={D}, H={H}, d_head={Dh}"))
+    # n_layers != n_heads (every case above has them equal): one layer's heads and one head's layers differ
+    cases.append(Case((3, 16, 2, 8, 40, 100), {}, "general", "3 layers of 2 heads (n_layers != n_heads)"))
     return cases
 
 

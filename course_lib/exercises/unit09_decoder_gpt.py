@@ -864,7 +864,9 @@ def targets_inputs_shifted_too(tokens, pad_id=None):
 LM_TARGETS.mistakes = tuple(LM_TARGETS.mistakes) + (
     KnownMistake("-100 in the inputs too",
                  "Only the TARGETS get -100 (it tells the loss to skip them). The inputs are token ids that the "
-                 "embedding looks up, and -100 is not one: keep pad_id in the inputs, replace it in targets only.",
+                 "embedding looks up, and -100 is not one: keep pad_id in the inputs, replace it in targets only. "
+                 "If you did write into the targets only: `tokens[:, 1:]` is a view that shares memory with the "
+                 "inputs, so writing -100 into it changes them too; `.clone()` it first.",
                  targets_pad_in_inputs_too),
     KnownMistake("inputs and targets returned in the wrong order",
                  "You return (targets, inputs). The order is (inputs, targets): inputs = tokens[:, :-1] first, "
