@@ -90,6 +90,9 @@ def _qk_cases(gen, hidden):
     for tq, d in square:
         cases.append(Case((_randn(gen, 2, tq, d), _randn(gen, 2, d, d)), {}, "square keys",
                           f"T_k equals d_k = {d}"))
+    # a batch of one sequence: the axis of size 1 stays (a .squeeze() drops it); drawn last
+    cases.append(Case((_randn(gen, 1, 3, 4), _randn(gen, 1, 5, 4)), {}, "batched",
+                      "a batch of one: q (1, 3, 4), k (1, 5, 4), scores (1, 3, 5)"))
     return cases
 
 

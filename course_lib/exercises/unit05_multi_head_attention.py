@@ -495,6 +495,10 @@ def _mha_cases(gen, hidden):
             am[1:, T - 2:] = 0
             args, group, note = (x, A.padding_mask(am)), "masked", f"padding mask (B, 1, 1, T), {H} heads"
         cases.append(Case((_Inputs(dict(d_model=D, n_heads=H), state, args),), {}, group, note))
+    # a batch of one sequence: the output stays (1, T, D) (a .squeeze() drops the axis); drawn last
+    state = _mha_state(gen, 8, 2)
+    cases.append(Case((_Inputs(dict(d_model=8, n_heads=2), state, (_randn(gen, 1, 4, 8),)),), {}, "no mask",
+                      "a batch of one: (B, T, D) = (1, 4, 8), 2 heads"))
     return cases
 
 
