@@ -144,6 +144,12 @@ def safe_name(name: str) -> str:
     return cleaned
 
 
+def printable_name(name: str) -> str:
+    """A folder name as text every output can hold: bytes that are not UTF-8 (Python keeps them as
+    surrogates) become ``\\xe9`` escapes, so results, CSV files and feedback pages can be written."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def find_students(root: Path, stems: set) -> tuple:
     """``(students, warnings)``: every folder in ``root`` with the course notebooks it holds."""
     students, warnings, _ = find_class(root, stems)
@@ -155,6 +161,7 @@ def find_class(root: Path, stems: set) -> tuple:
     which layout the folders have (:class:`Layout`)."""
     students, warnings = [], []
     used: dict = {}
+    names: set = set()
     for entry in sorted(root.iterdir(), key=lambda p: p.name):
         if entry.name.startswith(".") and entry.name in (".", "..", ".ipynb_checkpoints", ".DS_Store"):
             continue
@@ -170,7 +177,14 @@ def find_class(root: Path, stems: set) -> tuple:
         if safe.lower() in used:
             safe = f"{safe}-{hashlib.sha256(entry.name.encode('utf-8', 'surrogateescape')).hexdigest()[:8]}"
         used[safe.lower()] = entry.name
-        student = Student(entry.name, safe, entry)
+        name = printable_name(entry.name)
+        if name != entry.name:
+            if name in names:  # a folder literally named like the escaped form of another one
+                name = f"{name}-{safe.rsplit('-', 1)[-1]}"
+            warnings.append(f"{name}: the folder name is not valid UTF-8 (an old zip?); its other bytes are "
+                            f"written as \\xNN escapes in the results")
+        names.add(name)
+        student = Student(name, safe, entry)
         _collect(student, stems)
         students.append(student)
     return students, warnings, _layout(root, students)
