@@ -72,6 +72,21 @@ def _float_pair(s: _Seen) -> Optional[tuple]:
     return w.detach().double(), g.detach().double()
 
 
+def _finite_pair(s: _Seen) -> Optional[tuple]:
+    """:func:`_float_pair`, only when neither tensor holds nan or inf (patterns of finite numbers)."""
+    p = _float_pair(s)
+    if p is None or not (bool(torch.isfinite(p[0]).all()) and bool(torch.isfinite(p[1]).all())):
+        return None
+    return p
+
+
+def _wrong_positions(w: torch.Tensor, g: torch.Tensor, tol: "_Tol") -> torch.Tensor:
+    """Where ``g`` differs from ``w`` as the check compares them (nan matches nan, inf the same inf)."""
+    if w.dtype == torch.bool or not w.is_floating_point():
+        return g.to(w.dtype) != w
+    return ~(tol.close(g, w) | (torch.isnan(w) & torch.isnan(g)) | (torch.isinf(w) & (g == w)))
+
+
 def _sizes(case: Case, names: tuple = ()) -> list:
     """``(label, n)`` for the integers that size this case: tensor dimensions ("axis 1 of `q`"), int
     arguments ("`k`"), a module's int settings ("`d_model`"); ``names`` are the parameter names."""
@@ -268,12 +283,10 @@ def _fitted(a: torch.Tensor, shape: tuple) -> Optional[tuple]:
 
 def _input_term(s: _Seen, tol: _Tol) -> Optional[tuple]:
     """The expected output plus or minus one of the inputs: a term left out, or added once too often."""
-    p = _float_pair(s)
+    p = _finite_pair(s)
     if p is None:
         return None
     w, g = p
-    if not (bool(torch.isfinite(w).all()) and bool(torch.isfinite(g).all())):
-        return None
     d = g - w
     for label, a in _inputs(s.case, s.names):
         fit = _fitted(a, tuple(w.shape))
@@ -309,10 +322,7 @@ def _region(s: _Seen, tol: _Tol) -> Optional[tuple]:
     if not (type(w) is torch.Tensor and type(g) is torch.Tensor and tuple(w.shape) == tuple(g.shape)
             and w.dim() >= 2 and w.shape[-1] == w.shape[-2] and w.shape[-1] >= 2):
         return None
-    if w.dtype == torch.bool or not w.is_floating_point():
-        bad = g.to(w.dtype) != w
-    else:
-        bad = ~(tol.close(g, w) | (torch.isnan(w) & torch.isnan(g)) | (torch.isinf(w) & (g == w)))
+    bad = _wrong_positions(w, g, tol)
     if not bool(bad.any()):
         return None
     n = w.shape[-1]
@@ -334,10 +344,7 @@ def _one_index(s: _Seen, tol: _Tol) -> Optional[tuple]:
     if not (type(w) is torch.Tensor and type(g) is torch.Tensor and tuple(w.shape) == tuple(g.shape)
             and w.dim() >= 1 and w.numel() > 1):
         return None
-    if w.dtype == torch.bool or not w.is_floating_point():
-        bad = g.to(w.dtype) != w
-    else:
-        bad = ~(tol.close(g, w) | (torch.isnan(w) & torch.isnan(g)) | (torch.isinf(w) & (g == w)))
+    bad = _wrong_positions(w, g, tol)
     if not bool(bad.any()):
         return None
     for a in range(w.dim()):
@@ -424,12 +431,10 @@ def _substituted(seen: list, tol: _Tol) -> Optional[tuple]:
 
 
 def _scaled(s: _Seen, tol: _Tol) -> Optional[tuple]:
-    p = _float_pair(s)
+    p = _finite_pair(s)
     if p is None:
         return None
     w, g = p
-    if not (bool(torch.isfinite(w).all()) and bool(torch.isfinite(g).all())):
-        return None
     big = w.abs() > 10 * tol.atol
     if int(big.sum()) < 2:
         return None
@@ -448,12 +453,10 @@ def _scaled(s: _Seen, tol: _Tol) -> Optional[tuple]:
 
 
 def _shifted(s: _Seen, tol: _Tol) -> Optional[tuple]:
-    p = _float_pair(s)
+    p = _finite_pair(s)
     if p is None:
         return None
     w, g = p
-    if not (bool(torch.isfinite(w).all()) and bool(torch.isfinite(g).all())):
-        return None
     if w.numel() < 2:
         return None  # any two numbers differ by a constant: no evidence
     d = g - w
@@ -506,11 +509,11 @@ def _normalisation(s: _Seen, tol: _Tol) -> Optional[tuple]:
 
 def _not_summing_to_one(s: _Seen, tol: _Tol) -> Optional[tuple]:
     """The expected output is a probability table along an axis; the learner's does not sum to 1 there."""
-    p = _float_pair(s)
+    p = _finite_pair(s)
     if p is None:
         return None
     w, g = p
-    if bool((w < 0).any()) or not (bool(torch.isfinite(w).all()) and bool(torch.isfinite(g).all())):
+    if bool((w < 0).any()):
         return None
     axes = [a for a in range(w.dim()) if w.shape[a] >= 2 and bool(((w.sum(dim=a) - 1).abs() <= 1e-4).all())]
     if not axes:
@@ -560,11 +563,11 @@ def _elementwise(s: _Seen, tol: _Tol) -> Optional[tuple]:
 
 def _scaled_along(s: _Seen, tol: _Tol) -> Optional[tuple]:
     """The expected output times a factor that varies only along some axes (one factor per slice)."""
-    p = _float_pair(s)
+    p = _finite_pair(s)
     if p is None:
         return None
     w, g = p
-    if w.dim() < 2 or w.dim() > 4 or not (bool(torch.isfinite(w).all()) and bool(torch.isfinite(g).all())):
+    if w.dim() < 2 or w.dim() > 4:
         return None
     big = w.abs() > 10 * tol.atol
     ratio = torch.where(big, g / torch.where(big, w, torch.ones_like(w)), torch.full_like(w, float("nan")))
@@ -661,12 +664,10 @@ def _returns_input(s: _Seen, tol: _Tol) -> Optional[tuple]:
 
 
 def _nearly(s: _Seen, tol: _Tol) -> Optional[tuple]:
-    p = _float_pair(s)
+    p = _finite_pair(s)
     if p is None:
         return None
     w, g = p
-    if not (bool(torch.isfinite(w).all()) and bool(torch.isfinite(g).all())):
-        return None
     scale = float(w.abs().max()) or 1.0
     err = float((g - w).abs().max())
     if err > 1e-2 * scale:
