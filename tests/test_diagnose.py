@@ -149,7 +149,7 @@ def test_linear_wrong_answers_get_the_pattern_they_show(what, fn, name, path):
 def test_nan_on_some_cases_comes_before_nearly_right_on_the_others(path):
     r = grade(BIG_SOFTMAX, lambda x: _naive(x + 1e-3 * torch.sin(x)), path)
     assert r.mistake == "nan or inf in the output", (r.mistake, r.mistake_message)
-    assert r.mistake_message.startswith("on case") and "nearly" not in r.mistake_message
+    assert r.mistake_message.startswith("On case") and "nearly" not in r.mistake_message
 
 
 # -- a causal mask ---------------------------------------------------------------------------------

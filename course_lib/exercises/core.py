@@ -1205,7 +1205,7 @@ def _judge(ex: Exercise, cases: list, calls: list, outcomes: list) -> Report:
                 oc.kind == "value" for _, oc in case_calls):
             mistake = match_mistake(ex, case_calls, expected)
         if mistake is None:
-            mistake = _diagnosis(ex, cases, case_outputs, expected, failures)
+            mistake = _as_sentence(_diagnosis(ex, cases, case_outputs, expected, failures))
         message = _failure_message(ex, cases, failures, failed_props, case_outputs, expected, errors)
     return Report(status=status, points=points, message=message,
                   mistake=mistake.name if mistake else None,
@@ -1213,6 +1213,13 @@ def _judge(ex: Exercise, cases: list, calls: list, outcomes: list) -> Report:
                   diagnosed=mistake is not None and not isinstance(mistake, KnownMistake),
                   details=details, cases_passed=passed_cases, traceback=first_tb,
                   failed_properties=[name for name, _ in failed_props], **base)
+
+
+def _as_sentence(found: Any) -> Any:
+    """The diagnosis with its message starting as a sentence ("Your output ...")."""
+    if found is None or not found.message:
+        return found
+    return type(found)(found.name, found.message[0].upper() + found.message[1:])
 
 
 def _diagnosis(ex: Exercise, cases: list, outputs: dict, expected: dict, failures: list) -> Any:
